@@ -1,0 +1,126 @@
+//! Can this host run the guest asked for? QEMU present, memory and CPUs enough.
+
+use std::path::{Path, PathBuf};
+
+use crate::config::RunConfig;
+
+/// What QEMU itself needs beyond the guest's RAM (translation cache, devices).
+pub const QEMU_OVERHEAD_MB: u64 = 512;
+
+/// A host that cannot run the guest, said in one line with the fix.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum HostError {
+    /// A program the harness needs is not installed.
+    #[error("{program} not found on PATH: install {package} (scripts/setup does)")]
+    MissingProgram {
+        /// The program.
+        program: String,
+        /// The Debian package that has it.
+        package: String,
+    },
+    /// Not enough free memory for the guest.
+    #[error("QEMU_RAM_MB={ram_mb} needs {needed_mb} MiB free (guest plus QEMU), but this host has {available_mb} MiB available: lower QEMU_RAM_MB or free memory")]
+    Memory {
+        /// The guest RAM asked for.
+        ram_mb: u32,
+        /// What that needs in all.
+        needed_mb: u64,
+        /// What the host has.
+        available_mb: u64,
+    },
+    /// More guest CPUs than the host has.
+    #[error("QEMU_CPUS={cpus} is more than this host's {host_cpus} CPUs: lower QEMU_CPUS")]
+    Cpus {
+        /// The CPUs asked for.
+        cpus: u32,
+        /// What the host has.
+        host_cpus: usize,
+    },
+}
+
+/// The host's free memory and CPU count, as sysinfo reads them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostResources {
+    /// Available memory in MiB.
+    pub available_mb: u64,
+    /// Logical CPUs.
+    pub cpus: usize,
+}
+
+impl HostResources {
+    /// Reads this host's resources.
+    pub fn read() -> Self {
+        let mut sys = sysinfo::System::new();
+        sys.refresh_memory();
+        sys.refresh_cpu_list(sysinfo::CpuRefreshKind::nothing());
+        HostResources { available_mb: sys.available_memory() / (1024 * 1024), cpus: sys.cpus().len().max(1) }
+    }
+
+    /// Checks that a guest of `config`'s size fits.
+    pub fn check(&self, config: &RunConfig) -> Result<(), HostError> {
+        let needed_mb = u64::from(config.ram_mb) + QEMU_OVERHEAD_MB;
+        if self.available_mb < needed_mb {
+            return Err(HostError::Memory { ram_mb: config.ram_mb, needed_mb, available_mb: self.available_mb });
+        }
+        if config.cpus as usize > self.cpus {
+            return Err(HostError::Cpus { cpus: config.cpus, host_cpus: self.cpus });
+        }
+        Ok(())
+    }
+}
+
+/// Finds a program on PATH, or says which package to install.
+pub fn find_program(program: &str, package: &str) -> Result<PathBuf, HostError> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| is_executable(candidate))
+        .ok_or_else(|| HostError::MissingProgram { program: program.into(), package: package.into() })
+}
+
+/// The QEMU system emulator (`RAVE_QEMU` overrides the one on PATH).
+pub fn find_qemu() -> Result<PathBuf, HostError> {
+    match std::env::var_os("RAVE_QEMU") {
+        Some(p) if is_executable(Path::new(&p)) => Ok(PathBuf::from(p)),
+        Some(p) => Err(HostError::MissingProgram {
+            program: format!("RAVE_QEMU={}", Path::new(&p).display()),
+            package: "qemu-system-x86 or point RAVE_QEMU at qemu-system-x86_64".into(),
+        }),
+        None => find_program("qemu-system-x86_64", "qemu-system-x86"),
+    }
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    path.metadata().map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::AccelChoice;
+
+    fn config(ram_mb: u32, cpus: u32) -> RunConfig {
+        RunConfig { ram_mb, cpus, accel: AccelChoice::Tcg, safe_mode: true }
+    }
+
+    #[test]
+    fn too_little_memory_says_what_and_how() {
+        let host = HostResources { available_mb: 2048, cpus: 2 };
+        let err = host.check(&config(3072, 2)).unwrap_err();
+        assert_eq!(err.to_string(), "QEMU_RAM_MB=3072 needs 3584 MiB free (guest plus QEMU), but this host has 2048 MiB available: lower QEMU_RAM_MB or free memory");
+        assert!(host.check(&config(1024, 2)).is_ok());
+    }
+
+    #[test]
+    fn more_cpus_than_the_host_is_refused() {
+        let host = HostResources { available_mb: 24_000, cpus: 2 };
+        assert_eq!(host.check(&config(3072, 4)).unwrap_err(), HostError::Cpus { cpus: 4, host_cpus: 2 });
+    }
+
+    #[test]
+    fn a_missing_program_names_its_package() {
+        let err = find_program("surely-not-a-program-rave", "rave-pkg").unwrap_err();
+        assert_eq!(err.to_string(), "surely-not-a-program-rave not found on PATH: install rave-pkg (scripts/setup does)");
+    }
+}

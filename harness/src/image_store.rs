@@ -1,0 +1,243 @@
+//! The image cache: images keyed by a hash of their recipe, built when
+//! missing, under a lock, into a temporary directory renamed into place only
+//! when the build succeeded. A directory in the cache is a finished image.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use sha2::{Digest, Sha256};
+
+use crate::manifest::{Flavor, Image, ManifestError, Profile};
+
+/// Bumped when the way recipes turn into images changes outside the recipe files.
+const STORE_VERSION: &str = "rave-image-store-1";
+
+/// Errors of finding or building an image.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    /// The cache directory cannot be used.
+    #[error("image cache {path}: {source} (set RAVE_CACHE_DIR to a writable directory)")]
+    Cache {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The recipe files cannot be read.
+    #[error("image recipe {path}: {source}")]
+    Recipe {
+        /// The file or directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The build command failed.
+    #[error("building the {flavor} {profile} image failed ({status}); its output is above, the partial build was removed")]
+    Build {
+        /// The flavor.
+        flavor: Flavor,
+        /// The profile.
+        profile: Profile,
+        /// How the build ended.
+        status: String,
+    },
+    /// This flavor is not built by the harness.
+    #[error("{0}")]
+    NotBuildable(String),
+    /// The built image's manifest is unusable.
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+}
+
+/// Where images live and where their recipes are.
+#[derive(Debug, Clone)]
+pub struct ImageStore {
+    /// The cache root (`RAVE_CACHE_DIR`, else `$XDG_CACHE_HOME/rave-harness`, else `~/.cache/rave-harness`).
+    pub cache_dir: PathBuf,
+    /// The repository's `images/` directory (`RAVE_IMAGES_DIR`, else the one beside this crate).
+    pub recipes_dir: PathBuf,
+}
+
+/// What one image is: flavor, profile and SAFE mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ImageSpec {
+    /// The flavor.
+    pub flavor: Flavor,
+    /// The profile.
+    pub profile: Profile,
+    /// SAFE mode at build time.
+    pub safe_mode: bool,
+}
+
+impl ImageSpec {
+    /// A short name, e.g. `debian-p0-safe`.
+    pub fn name(&self) -> String {
+        format!("{}-{}-{}", self.flavor, self.profile, if self.safe_mode { "safe" } else { "full" })
+    }
+}
+
+impl ImageStore {
+    /// The store the environment describes.
+    pub fn from_env() -> Self {
+        let cache_dir = std::env::var_os("RAVE_CACHE_DIR")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("rave-harness")))
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/rave-harness")))
+            .unwrap_or_else(|| PathBuf::from("/var/cache/rave-harness"));
+        let recipes_dir = std::env::var_os("RAVE_IMAGES_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../images"));
+        ImageStore { cache_dir, recipes_dir }
+    }
+
+    /// The hash of everything that decides the image: the recipe files, the spec.
+    pub fn recipe_hash(&self, spec: ImageSpec) -> Result<String, ImageError> {
+        let recipe = self.recipe_dir(spec.flavor);
+        let mut files = Vec::new();
+        collect_files(&recipe, &mut files)?;
+        files.sort();
+        let mut hasher = Sha256::new();
+        hasher.update(STORE_VERSION);
+        hasher.update(spec.name());
+        for file in files {
+            let content = std::fs::read(&file).map_err(|source| ImageError::Recipe { path: file.clone(), source })?;
+            let relative = file.strip_prefix(&recipe).unwrap_or(&file);
+            hasher.update(relative.to_string_lossy().as_bytes());
+            hasher.update((content.len() as u64).to_le_bytes());
+            hasher.update(&content);
+            hasher.update([is_executable(&file) as u8]);
+        }
+        Ok(hasher.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect())
+    }
+
+    /// Where the finished image of `spec` lives (whether or not it exists yet).
+    pub fn image_dir(&self, spec: ImageSpec) -> Result<PathBuf, ImageError> {
+        Ok(self.images_root().join(format!("{}-{}", spec.name(), self.recipe_hash(spec)?)))
+    }
+
+    /// The finished image of `spec`, if it is in the cache.
+    pub fn find(&self, spec: ImageSpec) -> Result<Option<Image>, ImageError> {
+        let dir = self.image_dir(spec)?;
+        if dir.is_dir() {
+            return Ok(Some(Image::load(&dir)?));
+        }
+        Ok(None)
+    }
+
+    /// The image of `spec`, built first when the cache lacks it.
+    pub fn ensure(&self, spec: ImageSpec) -> Result<Image, ImageError> {
+        if let Some(image) = self.find(spec)? {
+            return Ok(image);
+        }
+        if spec.flavor == Flavor::Nixos {
+            return Err(ImageError::NotBuildable(format!(
+                "nixos images are built by the flake (nix build .#{}-test), not by the harness",
+                spec.profile
+            )));
+        }
+        let root = self.images_root();
+        std::fs::create_dir_all(&root).map_err(|source| ImageError::Cache { path: root.clone(), source })?;
+        let lock_path = root.join(format!(".{}.lock", spec.name()));
+        let lock_file = File::create(&lock_path).map_err(|source| ImageError::Cache { path: lock_path.clone(), source })?;
+        let _lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, errno)| {
+            ImageError::Cache { path: lock_path.clone(), source: std::io::Error::from(errno) }
+        })?;
+        // Another run may have finished the same build while this one waited.
+        if let Some(image) = self.find(spec)? {
+            return Ok(image);
+        }
+        let dir = self.image_dir(spec)?;
+        let building = root.join(format!(".building-{}", spec.name()));
+        // Holding the lock, nothing else builds this spec: what is there is a dead build's.
+        if building.exists() {
+            std::fs::remove_dir_all(&building).map_err(|source| ImageError::Cache { path: building.clone(), source })?;
+        }
+        let debs = self.cache_dir.join("debs");
+        let status = Command::new("bash")
+            .arg(self.recipe_dir(spec.flavor).join("build.sh"))
+            .args(["--profile", spec.profile.as_str(), "--out"])
+            .arg(&building)
+            .arg("--debs-cache")
+            .arg(&debs)
+            .env("SAFE", if spec.safe_mode { "1" } else { "0" })
+            .status()
+            .map_err(|source| ImageError::Recipe { path: self.recipe_dir(spec.flavor), source })?;
+        if !status.success() {
+            let _ = std::fs::remove_dir_all(&building);
+            return Err(ImageError::Build { flavor: spec.flavor, profile: spec.profile, status: status.to_string() });
+        }
+        Image::load(&building)?;
+        std::fs::rename(&building, &dir).map_err(|source| ImageError::Cache { path: dir.clone(), source })?;
+        Ok(Image::load(&dir)?)
+    }
+
+    fn images_root(&self) -> PathBuf {
+        self.cache_dir.join("images")
+    }
+
+    fn recipe_dir(&self, flavor: Flavor) -> PathBuf {
+        self.recipes_dir.join(flavor.to_string())
+    }
+}
+
+fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), ImageError> {
+    let entries = std::fs::read_dir(dir).map_err(|source| ImageError::Recipe { path: dir.into(), source })?;
+    for entry in entries {
+        let path = entry.map_err(|source| ImageError::Recipe { path: dir.into(), source })?.path();
+        if path.is_dir() {
+            collect_files(&path, out)?;
+        } else {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    path.metadata().map(|m| m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store_with_recipe() -> (tempfile::TempDir, ImageStore) {
+        let tmp = tempfile::tempdir().unwrap();
+        let recipe = tmp.path().join("images/debian/files");
+        std::fs::create_dir_all(&recipe).unwrap();
+        std::fs::write(tmp.path().join("images/debian/build.sh"), "echo build").unwrap();
+        std::fs::write(recipe.join("a.conf"), "a").unwrap();
+        let store = ImageStore { cache_dir: tmp.path().join("cache"), recipes_dir: tmp.path().join("images") };
+        (tmp, store)
+    }
+
+    const P0: ImageSpec = ImageSpec { flavor: Flavor::Debian, profile: Profile::P0, safe_mode: true };
+
+    #[test]
+    fn the_hash_follows_recipe_content_and_spec() {
+        let (tmp, store) = store_with_recipe();
+        let first = store.recipe_hash(P0).unwrap();
+        assert_eq!(first, store.recipe_hash(P0).unwrap());
+        assert_ne!(first, store.recipe_hash(ImageSpec { safe_mode: false, ..P0 }).unwrap());
+        assert_ne!(first, store.recipe_hash(ImageSpec { profile: Profile::P1, ..P0 }).unwrap());
+        std::fs::write(tmp.path().join("images/debian/files/a.conf"), "b").unwrap();
+        assert_ne!(first, store.recipe_hash(P0).unwrap());
+    }
+
+    #[test]
+    fn a_failed_build_leaves_nothing_that_looks_finished() {
+        let (tmp, store) = store_with_recipe();
+        std::fs::write(tmp.path().join("images/debian/build.sh"), "mkdir -p \"$4\"; touch \"$4/half\"; exit 3").unwrap();
+        let err = store.ensure(P0).unwrap_err();
+        assert!(matches!(err, ImageError::Build { .. }), "{err}");
+        assert!(store.find(P0).unwrap().is_none());
+        let left: Vec<_> = std::fs::read_dir(store.cache_dir.join("images"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.ends_with(".lock"))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
+}

@@ -1,0 +1,28 @@
+//! rave-harness: boots the rave system images (P0, P1, P2) under QEMU within
+//! RAM and CPU limits, and gives cases a [`Machine`] to prove over SSH and
+//! HTTPS that each system really works.
+//!
+//! The pieces, one idea per module: [`config`] reads the environment,
+//! [`image_store`] builds and caches images, [`manifest`] says what an image
+//! holds, [`accel`] chooses KVM or TCG, [`qemu_command`] renders the argv,
+//! [`qemu_process`] owns QEMU, [`ssh`] and [`test_access`] get in, [`retry`]
+//! is the one wait, and [`machine`] puts them together.
+#![deny(missing_docs)]
+
+pub mod accel;
+pub mod config;
+pub mod console;
+pub mod host_check;
+pub mod image_store;
+pub mod machine;
+pub mod manifest;
+pub mod ports;
+pub mod qemu_command;
+pub mod qemu_process;
+pub mod retry;
+pub mod ssh;
+pub mod test_access;
+
+pub use config::RunConfig;
+pub use machine::{BootOptions, Machine, MachineError};
+pub use manifest::{Flavor, Image, Manifest, Profile};

@@ -1,0 +1,535 @@
+//! A booted guest and the verbs a case uses on it, named after the NixOS test
+//! driver: `succeed`, `fail`, `execute`, `wait_for_unit`, `wait_for_open_port`.
+//!
+//! Every wait has a deadline, looks at QEMU on every poll (a guest that died
+//! is reported at once, with its console), and on timeout says what it waited
+//! for, how long, what it last saw, and the tail of the serial console.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use crate::config::RunConfig;
+use crate::console;
+use crate::host_check::{find_program, find_qemu, HostError, HostResources};
+use crate::manifest::Image;
+use crate::ports::free_loopback_port;
+use crate::qemu_command::{Accel, PortForward, QemuCommand};
+use crate::qemu_process::{QemuError, QemuProcess};
+use crate::retry::{retry, Deadline, Poll, RetryError};
+use crate::ssh::{CommandOutput, SshError, SshSession};
+use crate::test_access::{KeyError, TestAccess};
+
+/// Lines of the serial console carried by an error.
+pub const SERIAL_TAIL_LINES: usize = 30;
+/// Journal lines of a unit carried by a unit's diagnostics.
+pub const JOURNAL_LINES: usize = 50;
+
+/// The guest's HTTPS port (nginx, `rave.local`).
+pub const GUEST_HTTPS_PORT: u16 = 3002;
+
+/// Everything that can go wrong booting or using a guest.
+#[derive(Debug, thiserror::Error)]
+pub enum MachineError {
+    /// The host cannot run it.
+    #[error(transparent)]
+    Host(#[from] HostError),
+    /// The run's keys could not be made.
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    /// QEMU could not be started or controlled.
+    #[error(transparent)]
+    Qemu(#[from] QemuError),
+    /// The state directory or the overlay could not be made.
+    #[error("{what}: {message}")]
+    Setup {
+        /// What was being made.
+        what: String,
+        /// Why it failed.
+        message: String,
+    },
+    /// QEMU is gone: the guest panicked, powered off, or QEMU was killed.
+    #[error("guest {name}: QEMU exited ({status}); QEMU said: {qemu_said}\n--- serial console (last lines) ---\n{serial_tail}")]
+    QemuExited {
+        /// The guest.
+        name: String,
+        /// How QEMU ended.
+        status: String,
+        /// The end of QEMU's own output.
+        qemu_said: String,
+        /// The end of the console.
+        serial_tail: String,
+    },
+    /// A wait ran out of time.
+    #[error("guest {name}: timed out after {waited:.1?} waiting for {what}; last seen: {last_seen}\n--- serial console (last lines) ---\n{serial_tail}")]
+    Timeout {
+        /// The guest.
+        name: String,
+        /// What was awaited.
+        what: String,
+        /// How long.
+        waited: Duration,
+        /// What the last look found.
+        last_seen: String,
+        /// The end of the console.
+        serial_tail: String,
+    },
+    /// SSH failed.
+    #[error("guest {name}: {source}")]
+    Ssh {
+        /// The guest.
+        name: String,
+        /// The SSH step that failed.
+        source: SshError,
+    },
+    /// `succeed` ran a command that failed.
+    #[error("guest {name}: command `{command}` exited {status}\nstdout: {stdout}\nstderr: {stderr}")]
+    CommandFailed {
+        /// The guest.
+        name: String,
+        /// The command.
+        command: String,
+        /// Its status.
+        status: i32,
+        /// Its output.
+        stdout: String,
+        /// Its errors.
+        stderr: String,
+    },
+    /// `fail` ran a command that succeeded.
+    #[error("guest {name}: command `{command}` succeeded but was expected to fail\nstdout: {stdout}")]
+    CommandSucceeded {
+        /// The guest.
+        name: String,
+        /// The command.
+        command: String,
+        /// Its output.
+        stdout: String,
+    },
+    /// A unit cannot become active: it failed, stopped with nothing queued, or does not exist.
+    #[error("guest {name}: unit {unit} will not become active: {state}\n{diagnostics}")]
+    UnitNotActive {
+        /// The guest.
+        name: String,
+        /// The unit.
+        unit: String,
+        /// Its state, e.g. `ActiveState=failed SubState=failed`.
+        state: String,
+        /// `systemctl status` and its journal tail.
+        diagnostics: String,
+    },
+}
+
+/// How to boot a guest.
+#[derive(Debug, Clone)]
+pub struct BootOptions {
+    /// A name for logs and `ps`, e.g. `rave-p0`.
+    pub name: String,
+    /// The guest's size and the run's settings.
+    pub config: RunConfig,
+    /// The accelerator (see [`crate::accel::decide`]).
+    pub accel: Accel,
+    /// How long the boot may take until SSH answers.
+    pub boot_timeout: Duration,
+    /// The bound on each SSH call.
+    pub command_timeout: Duration,
+    /// Keep the state directory (overlay, logs, keys) after the guest is gone.
+    pub keep_state: bool,
+}
+
+impl BootOptions {
+    /// Defaults for `name`: 300 s to boot, 60 s per command, state removed.
+    pub fn new(name: impl Into<String>, config: RunConfig, accel: Accel) -> Self {
+        BootOptions {
+            name: name.into(),
+            config,
+            accel,
+            boot_timeout: Duration::from_secs(300),
+            command_timeout: Duration::from_secs(60),
+            keep_state: std::env::var_os("RAVE_KEEP_STATE").is_some_and(|v| v == "1"),
+        }
+    }
+}
+
+/// A guest booted by QEMU from an image, on a throwaway overlay.
+pub struct Machine {
+    name: String,
+    image: Image,
+    // Declared before `state`: QEMU is killed before its directory goes.
+    qemu: Mutex<QemuProcess>,
+    ssh: Mutex<Option<SshSession>>,
+    access: TestAccess,
+    ssh_port: u16,
+    https_port: u16,
+    state_dir: PathBuf,
+    _state: Option<tempfile::TempDir>,
+    command_timeout: Duration,
+}
+
+impl std::fmt::Debug for Machine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Machine")
+            .field("name", &self.name)
+            .field("ssh_port", &self.ssh_port)
+            .field("state_dir", &self.state_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Machine {
+    /// Starts the guest and waits until `agent` can log in over SSH.
+    pub fn boot(image: &Image, options: &BootOptions) -> Result<Machine, MachineError> {
+        let machine = Machine::start(image, options)?;
+        machine.wait_for_ssh(options.boot_timeout)?;
+        Ok(machine)
+    }
+
+    /// Starts QEMU on a fresh overlay of the image's disk; does not wait.
+    pub fn start(image: &Image, options: &BootOptions) -> Result<Machine, MachineError> {
+        let qemu = find_qemu()?;
+        let qemu_img = find_program("qemu-img", "qemu-utils")?;
+        HostResources::read().check(&options.config)?;
+        let setup = |what: &str| {
+            let what = what.to_string();
+            move |e: std::io::Error| MachineError::Setup { what, message: e.to_string() }
+        };
+        let temp = tempfile::Builder::new()
+            .prefix(&format!("{}-", options.name))
+            .tempdir()
+            .map_err(setup("creating the guest's state directory"))?;
+        let state_dir = temp.path().to_path_buf();
+        let access = TestAccess::generate(&state_dir)?;
+        let overlay = state_dir.join("overlay.qcow2");
+        create_overlay(&qemu_img, &image.disk(), &overlay)?;
+        let ssh_port = free_loopback_port().map_err(setup("finding a free port"))?;
+        let https_port = free_loopback_port().map_err(setup("finding a free port"))?;
+        let command = QemuCommand {
+            binary: qemu,
+            name: options.name.clone(),
+            accel: options.accel,
+            ram_mb: options.config.ram_mb,
+            cpus: options.config.cpus,
+            kernel: image.kernel(),
+            initrd: image.initrd(),
+            append: image.manifest.kernel_cmdline.clone(),
+            overlay,
+            forwards: vec![
+                PortForward { host_port: ssh_port, guest_port: 22 },
+                PortForward { host_port: https_port, guest_port: GUEST_HTTPS_PORT },
+            ],
+            serial_log: state_dir.join("serial.log"),
+            qmp_socket: state_dir.join("qmp.sock"),
+            fw_cfg: access.fw_cfg(),
+        };
+        std::fs::write(state_dir.join("qemu.argv"), command.argv().join("\n")).map_err(setup("writing qemu.argv"))?;
+        let process = QemuProcess::spawn(&command.argv(), &state_dir.join("qemu.log"), &command.qmp_socket)?;
+        // A kept directory outlives the run; otherwise it goes with the machine.
+        let state_guard = if options.keep_state {
+            let _ = temp.keep();
+            None
+        } else {
+            Some(temp)
+        };
+        Ok(Machine {
+            name: options.name.clone(),
+            image: image.clone(),
+            qemu: Mutex::new(process),
+            ssh: Mutex::new(None),
+            access,
+            ssh_port,
+            https_port,
+            state_dir,
+            _state: state_guard,
+            command_timeout: options.command_timeout,
+        })
+    }
+
+    /// The guest's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The image it was booted from.
+    pub fn image(&self) -> &Image {
+        &self.image
+    }
+
+    /// The host port forwarded to the guest's sshd (on 127.0.0.1).
+    pub fn ssh_port(&self) -> u16 {
+        self.ssh_port
+    }
+
+    /// The host port forwarded to the guest's HTTPS port 3002 (on 127.0.0.1).
+    pub fn https_port(&self) -> u16 {
+        self.https_port
+    }
+
+    /// The run's keys for this guest.
+    pub fn access(&self) -> &TestAccess {
+        &self.access
+    }
+
+    /// The directory holding the overlay, logs, sockets and keys.
+    pub fn state_dir(&self) -> &Path {
+        &self.state_dir
+    }
+
+    /// The serial console's log file.
+    pub fn serial_log(&self) -> PathBuf {
+        self.state_dir.join("serial.log")
+    }
+
+    /// QEMU's process id.
+    pub fn pid(&self) -> u32 {
+        self.lock_qemu().pid()
+    }
+
+    /// The last lines of the serial console.
+    pub fn serial_tail(&self) -> String {
+        console::tail(&self.serial_log(), SERIAL_TAIL_LINES)
+    }
+
+    /// Waits until a key login as the image's SSH user works.
+    pub fn wait_for_ssh(&self, timeout: Duration) -> Result<(), MachineError> {
+        let addr = self.ssh_addr();
+        let user = self.image.manifest.ssh_user.clone();
+        let what = format!("SSH key login as {user} on {addr}");
+        let session = self.wait(&what, Deadline::new(timeout, Duration::from_millis(500)), || {
+            match SshSession::connect(addr, &user, &self.access.client_key, &self.access.host_key_blob, Duration::from_secs(10)) {
+                Ok(session) => Poll::Ready(session),
+                Err(e @ SshError::HostKeyMismatch { .. }) => Poll::Abort(self.ssh_error(e)),
+                Err(e) => Poll::Pending(e.to_string()),
+            }
+        })?;
+        *self.lock_ssh() = Some(session);
+        Ok(())
+    }
+
+    /// Runs `command` in the guest as the SSH user: status, stdout, stderr.
+    pub fn execute(&self, command: &str) -> Result<CommandOutput, MachineError> {
+        self.ensure_running()?;
+        let mut guard = self.lock_ssh();
+        if guard.is_none() {
+            let session = SshSession::connect(
+                self.ssh_addr(),
+                &self.image.manifest.ssh_user,
+                &self.access.client_key,
+                &self.access.host_key_blob,
+                self.command_timeout,
+            )
+            .map_err(|e| self.ssh_error(e))?;
+            *guard = Some(session);
+        }
+        let result = guard.as_ref().map(|s| s.exec(command));
+        match result {
+            Some(Ok(output)) => Ok(output),
+            Some(Err(e)) => {
+                *guard = None;
+                drop(guard);
+                self.ensure_running()?;
+                Err(self.ssh_error(e))
+            }
+            None => unreachable!("a session was just connected"),
+        }
+    }
+
+    /// Runs `command` and returns its stdout; an error when it exits non-zero.
+    pub fn succeed(&self, command: &str) -> Result<String, MachineError> {
+        let out = self.execute(command)?;
+        if out.status != 0 {
+            return Err(MachineError::CommandFailed {
+                name: self.name.clone(),
+                command: command.into(),
+                status: out.status,
+                stdout: out.stdout,
+                stderr: out.stderr,
+            });
+        }
+        Ok(out.stdout)
+    }
+
+    /// Runs `command` and returns its stdout; an error when it exits zero.
+    pub fn fail(&self, command: &str) -> Result<String, MachineError> {
+        let out = self.execute(command)?;
+        if out.status == 0 {
+            return Err(MachineError::CommandSucceeded { name: self.name.clone(), command: command.into(), stdout: out.stdout });
+        }
+        Ok(out.stdout)
+    }
+
+    /// Runs `command` until it succeeds; returns its stdout.
+    pub fn wait_until_succeeds(&self, command: &str, timeout: Duration) -> Result<String, MachineError> {
+        let what = format!("`{command}` to succeed");
+        self.wait(&what, Deadline::new(timeout, Duration::from_millis(500)), || match self.execute(command) {
+            Ok(out) if out.status == 0 => Poll::Ready(out.stdout),
+            Ok(out) => Poll::Pending(format!("exit {}: {}", out.status, last_line(&out.stderr, &out.stdout))),
+            Err(e @ MachineError::QemuExited { .. }) => Poll::Abort(e),
+            Err(e) => Poll::Pending(e.to_string()),
+        })
+    }
+
+    /// Waits until `unit` is active. Fails at once, with the unit's status and
+    /// journal, when it is failed, stopped with no job queued, or not found.
+    pub fn wait_for_unit(&self, unit: &str, timeout: Duration) -> Result<(), MachineError> {
+        let quoted = quote(unit);
+        let probe = format!(
+            "systemctl show {quoted} -p LoadState -p ActiveState -p SubState; echo Jobs=$(systemctl list-jobs --no-legend {quoted} | wc -l)"
+        );
+        let what = format!("unit {unit} to be active");
+        self.wait(&what, Deadline::new(timeout, Duration::from_millis(500)), || {
+            let props = match self.execute(&probe) {
+                Ok(out) => parse_properties(&out.stdout),
+                Err(e @ MachineError::QemuExited { .. }) => return Poll::Abort(e),
+                Err(e) => return Poll::Pending(e.to_string()),
+            };
+            let get = |k: &str| props.get(k).map(String::as_str).unwrap_or("?");
+            let state = format!("ActiveState={} SubState={}", get("ActiveState"), get("SubState"));
+            let stuck = match (get("LoadState"), get("ActiveState"), get("Jobs")) {
+                (_, "active", _) => return Poll::Ready(()),
+                (load, _, _) if load != "loaded" => Some(format!("LoadState={load}")),
+                (_, "failed", _) => Some(state.clone()),
+                (_, "inactive", "0") => Some(format!("{state}, and no job is queued to start it")),
+                _ => None,
+            };
+            match stuck {
+                Some(state) => Poll::Abort(MachineError::UnitNotActive {
+                    name: self.name.clone(),
+                    unit: unit.into(),
+                    state,
+                    diagnostics: self.unit_diagnostics(unit),
+                }),
+                None => Poll::Pending(state),
+            }
+        })
+    }
+
+    /// Waits until something listens on TCP `port` inside the guest.
+    pub fn wait_for_open_port(&self, port: u16, timeout: Duration) -> Result<(), MachineError> {
+        let probe = format!("ss -Htln 'sport = :{port}'");
+        let what = format!("a listener on TCP port {port} in the guest");
+        self.wait(&what, Deadline::new(timeout, Duration::from_millis(500)), || match self.execute(&probe) {
+            Ok(out) if out.status == 0 && !out.stdout.trim().is_empty() => Poll::Ready(()),
+            Ok(_) => Poll::Pending(format!("nothing listens on {port}")),
+            Err(e @ MachineError::QemuExited { .. }) => Poll::Abort(e),
+            Err(e) => Poll::Pending(e.to_string()),
+        })
+    }
+
+    /// `systemctl status` of `unit` and the last lines of its journal, for a failure message.
+    pub fn unit_diagnostics(&self, unit: &str) -> String {
+        let quoted = quote(unit);
+        let command = format!(
+            "sudo systemctl status --no-pager --full --lines=0 {quoted} 2>&1; echo '--- journal of {unit} (last {JOURNAL_LINES} lines) ---'; sudo journalctl --no-pager -o short-precise -n {JOURNAL_LINES} -u {quoted} 2>&1"
+        );
+        match self.execute(&command) {
+            Ok(out) => format!("--- systemctl status {unit} ---\n{}", out.stdout.trim_end()),
+            Err(e) => format!("(could not collect the diagnostics of {unit}: {e})"),
+        }
+    }
+
+    /// Powers the guest off over QMP, waiting up to `timeout`, then kills QEMU.
+    /// Returns whether it went down by itself.
+    pub fn shutdown(&self, timeout: Duration) -> bool {
+        *self.lock_ssh() = None;
+        self.lock_qemu().shutdown(timeout)
+    }
+
+    /// Kills QEMU at once, as a crash would.
+    pub fn crash(&self) {
+        self.lock_qemu().kill();
+    }
+
+    /// An error when QEMU has exited, with its console.
+    pub fn ensure_running(&self) -> Result<(), MachineError> {
+        let status = self.lock_qemu().exit_status();
+        match status {
+            None => Ok(()),
+            Some(status) => Err(MachineError::QemuExited {
+                name: self.name.clone(),
+                status: status.to_string(),
+                qemu_said: last_line(&std::fs::read_to_string(self.state_dir.join("qemu.log")).unwrap_or_default(), "nothing"),
+                serial_tail: self.serial_tail(),
+            }),
+        }
+    }
+
+    /// The one wait: `retry`, plus a look at QEMU before every poll and the
+    /// console on timeout.
+    fn wait<T>(&self, what: &str, deadline: Deadline, mut poll: impl FnMut() -> Poll<T, MachineError>) -> Result<T, MachineError> {
+        let result = retry(deadline, || {
+            if let Err(e) = self.ensure_running() {
+                return Poll::Abort(e);
+            }
+            poll()
+        });
+        result.map_err(|e| match e {
+            RetryError::Aborted(e) => e,
+            RetryError::Expired { waited, last_seen } => MachineError::Timeout {
+                name: self.name.clone(),
+                what: what.into(),
+                waited,
+                last_seen,
+                serial_tail: self.serial_tail(),
+            },
+        })
+    }
+
+    fn ssh_addr(&self) -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, self.ssh_port))
+    }
+
+    fn ssh_error(&self, source: SshError) -> MachineError {
+        MachineError::Ssh { name: self.name.clone(), source }
+    }
+
+    fn lock_qemu(&self) -> MutexGuard<'_, QemuProcess> {
+        self.qemu.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn lock_ssh(&self) -> MutexGuard<'_, Option<SshSession>> {
+        self.ssh.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl Drop for Machine {
+    fn drop(&mut self) {
+        self.lock_qemu().kill();
+    }
+}
+
+/// Creates a qcow2 overlay backed by `base`; the base is only ever read.
+fn create_overlay(qemu_img: &Path, base: &Path, overlay: &Path) -> Result<(), MachineError> {
+    let out = Command::new(qemu_img)
+        .args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b"])
+        .arg(base)
+        .arg(overlay)
+        .output()
+        .map_err(|e| MachineError::Setup { what: format!("running {}", qemu_img.display()), message: e.to_string() })?;
+    if !out.status.success() {
+        return Err(MachineError::Setup {
+            what: format!("creating an overlay of {}", base.display()),
+            message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// Quotes one word for the guest's shell.
+pub fn quote(word: &str) -> String {
+    shlex::try_quote(word).map(|q| q.into_owned()).unwrap_or_else(|_| format!("'{}'", word.replace('\0', "")))
+}
+
+/// `KEY=value` lines into a map.
+pub fn parse_properties(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .filter_map(|line| line.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect()
+}
+
+fn last_line(first: &str, fallback: &str) -> String {
+    first.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or(fallback).trim().to_string()
+}

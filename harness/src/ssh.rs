@@ -1,0 +1,138 @@
+//! SSH to a guest: key login, the host key pinned, a timeout on every call.
+
+use std::io::Read;
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Errors of one SSH step, each saying which step and where.
+#[derive(Debug, thiserror::Error)]
+pub enum SshError {
+    /// No TCP connection.
+    #[error("SSH connect to {addr}: {source}")]
+    Connect {
+        /// Where.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The SSH handshake failed (sshd not up yet, or the connection was reset).
+    #[error("SSH handshake with {addr}: {source}")]
+    Handshake {
+        /// Where.
+        addr: SocketAddr,
+        /// Why.
+        source: ssh2::Error,
+    },
+    /// The guest presented a host key other than the one it was given.
+    #[error("SSH host key of {addr} is not the pinned one (got {got}); refusing to log in")]
+    HostKeyMismatch {
+        /// Where.
+        addr: SocketAddr,
+        /// A short form of the key that was presented.
+        got: String,
+    },
+    /// The key login was refused.
+    #[error("SSH key login as {user}@{addr} with {key}: {source}")]
+    Authentication {
+        /// The user.
+        user: String,
+        /// Where.
+        addr: SocketAddr,
+        /// The private key file.
+        key: PathBuf,
+        /// Why.
+        source: ssh2::Error,
+    },
+    /// A command could not be run or its output not read (includes timeouts).
+    #[error("SSH command `{command}` on {addr}: {message}")]
+    Command {
+        /// The command.
+        command: String,
+        /// Where.
+        addr: SocketAddr,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// What a command did in the guest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandOutput {
+    /// Its exit status.
+    pub status: i32,
+    /// Its standard output.
+    pub stdout: String,
+    /// Its standard error.
+    pub stderr: String,
+}
+
+/// One authenticated SSH connection to a guest.
+pub struct SshSession {
+    session: ssh2::Session,
+    addr: SocketAddr,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for SshSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SshSession").field("addr", &self.addr).finish_non_exhaustive()
+    }
+}
+
+impl SshSession {
+    /// Connects, checks the host key against `host_key_blob` before anything
+    /// else, and logs in as `user` with the private key at `key`.
+    /// Every step, and every later call on the session, is bounded by `timeout`.
+    pub fn connect(
+        addr: SocketAddr,
+        user: &str,
+        key: &Path,
+        host_key_blob: &[u8],
+        timeout: Duration,
+    ) -> Result<Self, SshError> {
+        let tcp = TcpStream::connect_timeout(&addr, timeout).map_err(|source| SshError::Connect { addr, source })?;
+        let mut session = ssh2::Session::new().map_err(|source| SshError::Handshake { addr, source })?;
+        session.set_timeout(timeout.as_millis().min(u32::MAX as u128) as u32);
+        session.set_tcp_stream(tcp);
+        session.handshake().map_err(|source| SshError::Handshake { addr, source })?;
+        let (presented, _) = session.host_key().ok_or_else(|| SshError::HostKeyMismatch { addr, got: "none".into() })?;
+        if presented != host_key_blob {
+            return Err(SshError::HostKeyMismatch { addr, got: short_fingerprint(presented) });
+        }
+        session
+            .userauth_pubkey_file(user, None, key, None)
+            .map_err(|source| SshError::Authentication { user: user.into(), addr, key: key.into(), source })?;
+        Ok(SshSession { session, addr, timeout })
+    }
+
+    /// Runs `command` through the login shell and collects its output.
+    pub fn exec(&self, command: &str) -> Result<CommandOutput, SshError> {
+        let fail = |message: String| SshError::Command { command: command.into(), addr: self.addr, message };
+        let timed = |e: ssh2::Error| fail(with_timeout_hint(e.to_string(), self.timeout));
+        let mut channel = self.session.channel_session().map_err(timed)?;
+        channel.exec(command).map_err(timed)?;
+        let mut stdout = String::new();
+        channel
+            .read_to_string(&mut stdout)
+            .map_err(|e| fail(with_timeout_hint(e.to_string(), self.timeout)))?;
+        let mut stderr = String::new();
+        channel
+            .stderr()
+            .read_to_string(&mut stderr)
+            .map_err(|e| fail(with_timeout_hint(e.to_string(), self.timeout)))?;
+        channel.wait_close().map_err(timed)?;
+        let status = channel.exit_status().map_err(timed)?;
+        Ok(CommandOutput { status, stdout, stderr })
+    }
+}
+
+fn with_timeout_hint(message: String, timeout: Duration) -> String {
+    format!("{message} (every SSH call is bounded by {timeout:?})")
+}
+
+fn short_fingerprint(blob: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(blob);
+    format!("sha256:{}", digest.iter().take(8).map(|b| format!("{b:02x}")).collect::<String>())
+}

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# mmdebstrap customize hook: turns the installed package set into a rave guest.
+#   customize.sh ROOTFS PROFILE
+# Runs on the host with ROOTFS mounted; commands inside use chroot.
+set -euo pipefail
+root=$1
+profile=$2
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+files="$here/files"
+
+in_root() { chroot "$root" "$@"; }
+
+echo rave >"$root/etc/hostname"
+printf '127.0.0.1 localhost\n127.0.1.1 rave rave.local\n' >"$root/etc/hosts"
+printf '/dev/vda / ext4 rw,errors=remount-ro 0 1\n' >"$root/etc/fstab"
+
+# The one login user. No password: key only, and the key arrives at boot.
+in_root useradd --create-home --gid users --shell /bin/bash agent
+in_root passwd --lock root >/dev/null
+
+# Static network for QEMU user networking (DHCP costs seconds under TCG).
+install -D -m 0644 "$files/10-eth0.network" "$root/etc/systemd/network/10-eth0.network"
+in_root systemctl enable systemd-networkd.service >/dev/null 2>&1
+printf 'nameserver 10.0.2.3\n' >"$root/etc/resolv.conf"
+
+# No host key is baked in: test access hands one over at boot.
+rm -f "$root"/etc/ssh/ssh_host_*
+install -D -m 0644 "$files/sshd-rave.conf" "$root/etc/ssh/sshd_config.d/10-rave.conf"
+
+# Test access: keys and a sudoers rule from QEMU fw_cfg, before sshd starts.
+install -D -m 0755 "$files/rave-test-access" "$root/usr/local/lib/rave/rave-test-access"
+install -D -m 0644 "$files/rave-test-access.service" "$root/etc/systemd/system/rave-test-access.service"
+install -D -m 0644 "$files/ssh-after-test-access.conf" "$root/etc/systemd/system/ssh.service.d/10-rave-test-access.conf"
+in_root systemctl enable rave-test-access.service >/dev/null 2>&1
+
+# Boot trimming that keeps the contract: no local gettys, no maintenance timers.
+for unit in getty@tty1.service serial-getty@ttyS0.service e2scrub_all.timer e2scrub_reap.service \
+            apt-daily.timer apt-daily-upgrade.timer dpkg-db-backup.timer fstrim.timer man-db.timer; do
+  in_root systemctl mask "$unit" >/dev/null 2>&1
+done
+
+# A small initrd: only what a virtio guest needs to mount its root.
+printf 'MODULES=list\n' >"$root/etc/initramfs-tools/conf.d/rave"
+printf 'virtio_pci\nvirtio_blk\nvirtio_net\next4\n' >"$root/etc/initramfs-tools/modules"
+in_root update-initramfs -u -k all >/dev/null
+
+# Nothing in the image needs the package lists.
+rm -rf "$root"/var/lib/apt/lists/*
+echo "customized for $profile"
