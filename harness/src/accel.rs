@@ -35,17 +35,33 @@ pub struct AccelDecision {
 ///
 /// A probe's verdict is kept in `cache_dir` for as long as the host stays up
 /// (keyed by its boot id), so a run pays for the probe once, not per guest.
-pub fn decide(choice: AccelChoice, qemu: &Path, kernel: &Path, cache_dir: &Path) -> Result<AccelDecision, KvmUnusable> {
+pub fn decide(
+    choice: AccelChoice,
+    qemu: &Path,
+    kernel: &Path,
+    cache_dir: &Path,
+) -> Result<AccelDecision, KvmUnusable> {
     match choice {
-        AccelChoice::Tcg => Ok(AccelDecision { accel: Accel::Tcg, warning: None }),
+        AccelChoice::Tcg => Ok(AccelDecision {
+            accel: Accel::Tcg,
+            warning: None,
+        }),
         AccelChoice::Kvm => probe_kvm_cached(qemu, kernel, cache_dir)
-            .map(|()| AccelDecision { accel: Accel::Kvm, warning: None })
+            .map(|()| AccelDecision {
+                accel: Accel::Kvm,
+                warning: None,
+            })
             .map_err(|reason| KvmUnusable { reason }),
         AccelChoice::Auto => Ok(match probe_kvm_cached(qemu, kernel, cache_dir) {
-            Ok(()) => AccelDecision { accel: Accel::Kvm, warning: None },
+            Ok(()) => AccelDecision {
+                accel: Accel::Kvm,
+                warning: None,
+            },
             Err(reason) => AccelDecision {
                 accel: Accel::Tcg,
-                warning: Some(format!("warning: KVM unusable ({reason}); using multi-threaded TCG (slower)")),
+                warning: Some(format!(
+                    "warning: KVM unusable ({reason}); using multi-threaded TCG (slower)"
+                )),
             },
         }),
     }
@@ -57,14 +73,26 @@ fn probe_kvm_cached(qemu: &Path, kernel: &Path, cache_dir: &Path) -> Result<(), 
     let record = cache_dir.join("kvm-probe");
     if let Some(verdict) = std::fs::read_to_string(&record)
         .ok()
-        .and_then(|text| text.strip_prefix(boot_id.trim()).map(|rest| rest.trim().to_string()))
+        .and_then(|text| {
+            text.strip_prefix(boot_id.trim())
+                .map(|rest| rest.trim().to_string())
+        })
         .filter(|_| !boot_id.trim().is_empty())
     {
-        return if verdict == "ok" { Ok(()) } else { Err(verdict) };
+        return if verdict == "ok" {
+            Ok(())
+        } else {
+            Err(verdict)
+        };
     }
-    let scratch = tempfile::tempdir_in(cache_dir).map_err(|e| format!("no scratch directory in {}: {e}", cache_dir.display()))?;
+    let scratch = tempfile::tempdir_in(cache_dir)
+        .map_err(|e| format!("no scratch directory in {}: {e}", cache_dir.display()))?;
     let verdict = probe_kvm(qemu, kernel, scratch.path());
-    let text = format!("{}\n{}\n", boot_id.trim(), verdict.as_ref().err().map(String::as_str).unwrap_or("ok"));
+    let text = format!(
+        "{}\n{}\n",
+        boot_id.trim(),
+        verdict.as_ref().err().map(String::as_str).unwrap_or("ok")
+    );
     // Only a cache: failing to write it costs the next run a probe, nothing else.
     let _ = std::fs::write(&record, text);
     verdict
@@ -73,26 +101,48 @@ fn probe_kvm_cached(qemu: &Path, kernel: &Path, cache_dir: &Path) -> Result<(), 
 /// Boots `kernel` under KVM with no root filesystem and waits for its panic.
 /// `Err` says why KVM is not usable.
 pub fn probe_kvm(qemu: &Path, kernel: &Path, scratch: &Path) -> Result<(), String> {
-    if let Err(e) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm") {
+    if let Err(e) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+    {
         return Err(format!("/dev/kvm cannot be opened: {e}"));
     }
     let serial = scratch.join("kvm-probe.serial");
     let mut child = Command::new(qemu)
-        .args(["-machine", "q35", "-accel", "kvm", "-cpu", "host", "-m", "256", "-nodefaults", "-no-user-config"])
+        .args([
+            "-machine",
+            "q35",
+            "-accel",
+            "kvm",
+            "-cpu",
+            "host",
+            "-m",
+            "256",
+            "-nodefaults",
+            "-no-user-config",
+        ])
         .args(["-display", "none", "-no-reboot", "-kernel"])
         .arg(kernel)
-        .args(["-append", "console=ttyS0 panic=-1 root=/dev/nonexistent", "-serial"])
+        .args([
+            "-append",
+            "console=ttyS0 panic=-1 root=/dev/nonexistent",
+            "-serial",
+        ])
         .arg(format!("file:{}", serial.display()))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| format!("could not start {}: {e}", qemu.display()))?;
-    let waited = retry(Deadline::new(PROBE_TIMEOUT, Duration::from_millis(100)), || match child.try_wait() {
-        Ok(Some(status)) => Poll::<_, String>::Ready(status),
-        Ok(None) => Poll::Pending("the probe guest is still running".into()),
-        Err(e) => Poll::Abort(e.to_string()),
-    });
+    let waited = retry(
+        Deadline::new(PROBE_TIMEOUT, Duration::from_millis(100)),
+        || match child.try_wait() {
+            Ok(Some(status)) => Poll::<_, String>::Ready(status),
+            Ok(None) => Poll::Pending("the probe guest is still running".into()),
+            Err(e) => Poll::Abort(e.to_string()),
+        },
+    );
     let console = std::fs::read_to_string(&serial).unwrap_or_default();
     match waited {
         Ok(_) if console.contains("Kernel panic") => Ok(()),
@@ -102,14 +152,26 @@ pub fn probe_kvm(qemu: &Path, kernel: &Path, scratch: &Path) -> Result<(), Strin
                 use std::io::Read;
                 let _ = pipe.read_to_string(&mut stderr);
             }
-            let said = stderr.lines().last().unwrap_or("no error output").to_string();
-            Err(format!("a KVM probe guest exited ({status}) before its kernel ran: {said}"))
+            let said = stderr
+                .lines()
+                .last()
+                .unwrap_or("no error output")
+                .to_string();
+            Err(format!(
+                "a KVM probe guest exited ({status}) before its kernel ran: {said}"
+            ))
         }
         Err(RetryError::Expired { waited, .. }) => {
             let _ = child.kill();
             let _ = child.wait();
-            let last = console.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("nothing on the console");
-            Err(format!("a KVM probe guest hung for {waited:.0?} (last console line: {last:?})"))
+            let last = console
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("nothing on the console");
+            Err(format!(
+                "a KVM probe guest hung for {waited:.0?} (last console line: {last:?})"
+            ))
         }
         Err(RetryError::Aborted(e)) => {
             let _ = child.kill();

@@ -68,7 +68,11 @@ impl RunConfig {
 
     /// Reads the settings from a map of variables (the environment, or a test's).
     pub fn from_vars(vars: &HashMap<String, String>) -> Result<Self, ConfigError> {
-        let get = |k: &str| vars.get(k).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+        let get = |k: &str| {
+            vars.get(k)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
         let safe_mode = match get("SAFE").as_deref() {
             None | Some("1") => true,
             Some("0") => false,
@@ -81,8 +85,22 @@ impl RunConfig {
             }
         };
         let (max_ram, max_cpus) = if safe_mode { (3072, 2) } else { (4096, 4) };
-        let ram_mb = parse_bounded("QEMU_RAM_MB", get("QEMU_RAM_MB"), DEFAULT_RAM_MB, MIN_RAM_MB, max_ram, safe_mode)?;
-        let cpus = parse_bounded("QEMU_CPUS", get("QEMU_CPUS"), DEFAULT_CPUS, 1, max_cpus, safe_mode)?;
+        let ram_mb = parse_bounded(
+            "QEMU_RAM_MB",
+            get("QEMU_RAM_MB"),
+            DEFAULT_RAM_MB,
+            MIN_RAM_MB,
+            max_ram,
+            safe_mode,
+        )?;
+        let cpus = parse_bounded(
+            "QEMU_CPUS",
+            get("QEMU_CPUS"),
+            DEFAULT_CPUS,
+            1,
+            max_cpus,
+            safe_mode,
+        )?;
         let accel = match get("RAVE_ACCEL").as_deref() {
             None | Some("auto") => AccelChoice::Auto,
             Some("kvm") => AccelChoice::Kvm,
@@ -95,7 +113,12 @@ impl RunConfig {
                 })
             }
         };
-        Ok(RunConfig { ram_mb, cpus, accel, safe_mode })
+        Ok(RunConfig {
+            ram_mb,
+            cpus,
+            accel,
+            safe_mode,
+        })
     }
 }
 
@@ -107,9 +130,19 @@ fn parse_bounded(
     max: u32,
     safe_mode: bool,
 ) -> Result<u32, ConfigError> {
-    let Some(value) = value else { return Ok(default) };
-    let bound = if safe_mode { " in SAFE mode (SAFE=0 allows 4096 MiB / 4 CPUs)" } else { "" };
-    let err = |expected: String| ConfigError { var, value: value.clone(), expected };
+    let Some(value) = value else {
+        return Ok(default);
+    };
+    let bound = if safe_mode {
+        " in SAFE mode (SAFE=0 allows 4096 MiB / 4 CPUs)"
+    } else {
+        ""
+    };
+    let err = |expected: String| ConfigError {
+        var,
+        value: value.clone(),
+        expected,
+    };
     let n: u32 = value
         .parse()
         .map_err(|_| err(format!("a whole number from {min} to {max}{bound}")))?;
@@ -124,13 +157,21 @@ mod tests {
     use super::*;
 
     fn cfg(pairs: &[(&str, &str)]) -> Result<RunConfig, ConfigError> {
-        RunConfig::from_vars(&pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+        RunConfig::from_vars(
+            &pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
     }
 
     #[test]
     fn defaults_are_the_contract() {
         let c = cfg(&[]).unwrap();
-        assert_eq!((c.ram_mb, c.cpus, c.accel, c.safe_mode), (3072, 2, AccelChoice::Auto, true));
+        assert_eq!(
+            (c.ram_mb, c.cpus, c.accel, c.safe_mode),
+            (3072, 2, AccelChoice::Auto, true)
+        );
     }
 
     #[test]
@@ -144,7 +185,10 @@ mod tests {
         let e = cfg(&[("QEMU_RAM_MB", "lots")]).unwrap_err();
         assert_eq!(e.to_string(), "QEMU_RAM_MB=\"lots\" is not valid: a whole number from 512 to 3072 in SAFE mode (SAFE=0 allows 4096 MiB / 4 CPUs)");
         assert_eq!(cfg(&[("QEMU_CPUS", "0")]).unwrap_err().var, "QEMU_CPUS");
-        assert_eq!(cfg(&[("QEMU_RAM_MB", "8192")]).unwrap_err().var, "QEMU_RAM_MB");
+        assert_eq!(
+            cfg(&[("QEMU_RAM_MB", "8192")]).unwrap_err().var,
+            "QEMU_RAM_MB"
+        );
         assert_eq!(cfg(&[("SAFE", "yes")]).unwrap_err().var, "SAFE");
         assert_eq!(cfg(&[("RAVE_ACCEL", "hvf")]).unwrap_err().var, "RAVE_ACCEL");
     }

@@ -53,17 +53,27 @@ impl HostResources {
         let mut sys = sysinfo::System::new();
         sys.refresh_memory();
         sys.refresh_cpu_list(sysinfo::CpuRefreshKind::nothing());
-        HostResources { available_mb: sys.available_memory() / (1024 * 1024), cpus: sys.cpus().len().max(1) }
+        HostResources {
+            available_mb: sys.available_memory() / (1024 * 1024),
+            cpus: sys.cpus().len().max(1),
+        }
     }
 
     /// Checks that a guest of `config`'s size fits.
     pub fn check(&self, config: &RunConfig) -> Result<(), HostError> {
         let needed_mb = u64::from(config.ram_mb) + QEMU_OVERHEAD_MB;
         if self.available_mb < needed_mb {
-            return Err(HostError::Memory { ram_mb: config.ram_mb, needed_mb, available_mb: self.available_mb });
+            return Err(HostError::Memory {
+                ram_mb: config.ram_mb,
+                needed_mb,
+                available_mb: self.available_mb,
+            });
         }
         if config.cpus as usize > self.cpus {
-            return Err(HostError::Cpus { cpus: config.cpus, host_cpus: self.cpus });
+            return Err(HostError::Cpus {
+                cpus: config.cpus,
+                host_cpus: self.cpus,
+            });
         }
         Ok(())
     }
@@ -75,7 +85,10 @@ pub fn find_program(program: &str, package: &str) -> Result<PathBuf, HostError> 
     std::env::split_paths(&path)
         .map(|dir| dir.join(program))
         .find(|candidate| is_executable(candidate))
-        .ok_or_else(|| HostError::MissingProgram { program: program.into(), package: package.into() })
+        .ok_or_else(|| HostError::MissingProgram {
+            program: program.into(),
+            package: package.into(),
+        })
 }
 
 /// The QEMU system emulator (`RAVE_QEMU` overrides the one on PATH).
@@ -92,7 +105,9 @@ pub fn find_qemu() -> Result<PathBuf, HostError> {
 
 fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
-    path.metadata().map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+    path.metadata()
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
 }
 
 #[cfg(test)]
@@ -101,12 +116,20 @@ mod tests {
     use crate::config::AccelChoice;
 
     fn config(ram_mb: u32, cpus: u32) -> RunConfig {
-        RunConfig { ram_mb, cpus, accel: AccelChoice::Tcg, safe_mode: true }
+        RunConfig {
+            ram_mb,
+            cpus,
+            accel: AccelChoice::Tcg,
+            safe_mode: true,
+        }
     }
 
     #[test]
     fn too_little_memory_says_what_and_how() {
-        let host = HostResources { available_mb: 2048, cpus: 2 };
+        let host = HostResources {
+            available_mb: 2048,
+            cpus: 2,
+        };
         let err = host.check(&config(3072, 2)).unwrap_err();
         assert_eq!(err.to_string(), "QEMU_RAM_MB=3072 needs 3584 MiB free (guest plus QEMU), but this host has 2048 MiB available: lower QEMU_RAM_MB or free memory");
         assert!(host.check(&config(1024, 2)).is_ok());
@@ -114,13 +137,25 @@ mod tests {
 
     #[test]
     fn more_cpus_than_the_host_is_refused() {
-        let host = HostResources { available_mb: 24_000, cpus: 2 };
-        assert_eq!(host.check(&config(3072, 4)).unwrap_err(), HostError::Cpus { cpus: 4, host_cpus: 2 });
+        let host = HostResources {
+            available_mb: 24_000,
+            cpus: 2,
+        };
+        assert_eq!(
+            host.check(&config(3072, 4)).unwrap_err(),
+            HostError::Cpus {
+                cpus: 4,
+                host_cpus: 2
+            }
+        );
     }
 
     #[test]
     fn a_missing_program_names_its_package() {
         let err = find_program("surely-not-a-program-rave", "rave-pkg").unwrap_err();
-        assert_eq!(err.to_string(), "surely-not-a-program-rave not found on PATH: install rave-pkg (scripts/setup does)");
+        assert_eq!(
+            err.to_string(),
+            "surely-not-a-program-rave not found on PATH: install rave-pkg (scripts/setup does)"
+        );
     }
 }

@@ -10,6 +10,9 @@ use sha2::{Digest, Sha256};
 
 use crate::manifest::{Flavor, Image, ManifestError, Profile};
 
+/// The profiles the debian recipe builds so far.
+pub const DEBIAN_PROFILES: &[Profile] = &[Profile::P0];
+
 /// Bumped when the way recipes turn into images changes outside the recipe files.
 const STORE_VERSION: &str = "rave-image-store-1";
 
@@ -73,7 +76,12 @@ pub struct ImageSpec {
 impl ImageSpec {
     /// A short name, e.g. `debian-p0-safe`.
     pub fn name(&self) -> String {
-        format!("{}-{}-{}", self.flavor, self.profile, if self.safe_mode { "safe" } else { "full" })
+        format!(
+            "{}-{}-{}",
+            self.flavor,
+            self.profile,
+            if self.safe_mode { "safe" } else { "full" }
+        )
     }
 }
 
@@ -82,13 +90,20 @@ impl ImageStore {
     pub fn from_env() -> Self {
         let cache_dir = std::env::var_os("RAVE_CACHE_DIR")
             .map(PathBuf::from)
-            .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("rave-harness")))
-            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/rave-harness")))
+            .or_else(|| {
+                std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("rave-harness"))
+            })
+            .or_else(|| {
+                std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/rave-harness"))
+            })
             .unwrap_or_else(|| PathBuf::from("/var/cache/rave-harness"));
         let recipes_dir = std::env::var_os("RAVE_IMAGES_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../images"));
-        ImageStore { cache_dir, recipes_dir }
+        ImageStore {
+            cache_dir,
+            recipes_dir,
+        }
     }
 
     /// The hash of everything that decides the image: the recipe files, the spec.
@@ -101,19 +116,29 @@ impl ImageStore {
         hasher.update(STORE_VERSION);
         hasher.update(spec.name());
         for file in files {
-            let content = std::fs::read(&file).map_err(|source| ImageError::Recipe { path: file.clone(), source })?;
+            let content = std::fs::read(&file).map_err(|source| ImageError::Recipe {
+                path: file.clone(),
+                source,
+            })?;
             let relative = file.strip_prefix(&recipe).unwrap_or(&file);
             hasher.update(relative.to_string_lossy().as_bytes());
             hasher.update((content.len() as u64).to_le_bytes());
             hasher.update(&content);
             hasher.update([is_executable(&file) as u8]);
         }
-        Ok(hasher.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect())
+        Ok(hasher
+            .finalize()
+            .iter()
+            .take(8)
+            .map(|b| format!("{b:02x}"))
+            .collect())
     }
 
     /// Where the finished image of `spec` lives (whether or not it exists yet).
     pub fn image_dir(&self, spec: ImageSpec) -> Result<PathBuf, ImageError> {
-        Ok(self.images_root().join(format!("{}-{}", spec.name(), self.recipe_hash(spec)?)))
+        Ok(self
+            .images_root()
+            .join(format!("{}-{}", spec.name(), self.recipe_hash(spec)?)))
     }
 
     /// The finished image of `spec`, if it is in the cache.
@@ -130,19 +155,22 @@ impl ImageStore {
         if let Some(image) = self.find(spec)? {
             return Ok(image);
         }
-        if spec.flavor == Flavor::Nixos {
-            return Err(ImageError::NotBuildable(format!(
-                "nixos images are built by the flake (nix build .#{}-test), not by the harness",
-                spec.profile
-            )));
-        }
+        self.buildable(spec).map_err(ImageError::NotBuildable)?;
         let root = self.images_root();
-        std::fs::create_dir_all(&root).map_err(|source| ImageError::Cache { path: root.clone(), source })?;
-        let lock_path = root.join(format!(".{}.lock", spec.name()));
-        let lock_file = File::create(&lock_path).map_err(|source| ImageError::Cache { path: lock_path.clone(), source })?;
-        let _lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, errno)| {
-            ImageError::Cache { path: lock_path.clone(), source: std::io::Error::from(errno) }
+        std::fs::create_dir_all(&root).map_err(|source| ImageError::Cache {
+            path: root.clone(),
+            source,
         })?;
+        let lock_path = root.join(format!(".{}.lock", spec.name()));
+        let lock_file = File::create(&lock_path).map_err(|source| ImageError::Cache {
+            path: lock_path.clone(),
+            source,
+        })?;
+        let _lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, errno)| ImageError::Cache {
+                path: lock_path.clone(),
+                source: std::io::Error::from(errno),
+            })?;
         // Another run may have finished the same build while this one waited.
         if let Some(image) = self.find(spec)? {
             return Ok(image);
@@ -151,7 +179,10 @@ impl ImageStore {
         let building = root.join(format!(".building-{}", spec.name()));
         // Holding the lock, nothing else builds this spec: what is there is a dead build's.
         if building.exists() {
-            std::fs::remove_dir_all(&building).map_err(|source| ImageError::Cache { path: building.clone(), source })?;
+            std::fs::remove_dir_all(&building).map_err(|source| ImageError::Cache {
+                path: building.clone(),
+                source,
+            })?;
         }
         let debs = self.cache_dir.join("debs");
         let status = Command::new("bash")
@@ -162,14 +193,39 @@ impl ImageStore {
             .arg(&debs)
             .env("SAFE", if spec.safe_mode { "1" } else { "0" })
             .status()
-            .map_err(|source| ImageError::Recipe { path: self.recipe_dir(spec.flavor), source })?;
+            .map_err(|source| ImageError::Recipe {
+                path: self.recipe_dir(spec.flavor),
+                source,
+            })?;
         if !status.success() {
             let _ = std::fs::remove_dir_all(&building);
-            return Err(ImageError::Build { flavor: spec.flavor, profile: spec.profile, status: status.to_string() });
+            return Err(ImageError::Build {
+                flavor: spec.flavor,
+                profile: spec.profile,
+                status: status.to_string(),
+            });
         }
         Image::load(&building)?;
-        std::fs::rename(&building, &dir).map_err(|source| ImageError::Cache { path: dir.clone(), source })?;
+        std::fs::rename(&building, &dir).map_err(|source| ImageError::Cache {
+            path: dir.clone(),
+            source,
+        })?;
         Ok(Image::load(&dir)?)
+    }
+
+    /// Whether the harness can build `spec`; `Err` says why not.
+    pub fn buildable(&self, spec: ImageSpec) -> Result<(), String> {
+        match spec.flavor {
+            Flavor::Nixos => Err(format!(
+                "nixos images are built by the flake (nix build .#{}-test), not by the harness",
+                spec.profile
+            )),
+            Flavor::Debian if !DEBIAN_PROFILES.contains(&spec.profile) => Err(format!(
+                "the debian flavor does not build {} yet (it builds p0)",
+                spec.profile
+            )),
+            Flavor::Debian => Ok(()),
+        }
     }
 
     fn images_root(&self) -> PathBuf {
@@ -182,9 +238,17 @@ impl ImageStore {
 }
 
 fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), ImageError> {
-    let entries = std::fs::read_dir(dir).map_err(|source| ImageError::Recipe { path: dir.into(), source })?;
+    let entries = std::fs::read_dir(dir).map_err(|source| ImageError::Recipe {
+        path: dir.into(),
+        source,
+    })?;
     for entry in entries {
-        let path = entry.map_err(|source| ImageError::Recipe { path: dir.into(), source })?.path();
+        let path = entry
+            .map_err(|source| ImageError::Recipe {
+                path: dir.into(),
+                source,
+            })?
+            .path();
         if path.is_dir() {
             collect_files(&path, out)?;
         } else {
@@ -196,7 +260,9 @@ fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), ImageError> {
 
 fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
-    path.metadata().map(|m| m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+    path.metadata()
+        .map(|m| m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
 }
 
 #[cfg(test)]
@@ -209,19 +275,42 @@ mod tests {
         std::fs::create_dir_all(&recipe).unwrap();
         std::fs::write(tmp.path().join("images/debian/build.sh"), "echo build").unwrap();
         std::fs::write(recipe.join("a.conf"), "a").unwrap();
-        let store = ImageStore { cache_dir: tmp.path().join("cache"), recipes_dir: tmp.path().join("images") };
+        let store = ImageStore {
+            cache_dir: tmp.path().join("cache"),
+            recipes_dir: tmp.path().join("images"),
+        };
         (tmp, store)
     }
 
-    const P0: ImageSpec = ImageSpec { flavor: Flavor::Debian, profile: Profile::P0, safe_mode: true };
+    const P0: ImageSpec = ImageSpec {
+        flavor: Flavor::Debian,
+        profile: Profile::P0,
+        safe_mode: true,
+    };
 
     #[test]
     fn the_hash_follows_recipe_content_and_spec() {
         let (tmp, store) = store_with_recipe();
         let first = store.recipe_hash(P0).unwrap();
         assert_eq!(first, store.recipe_hash(P0).unwrap());
-        assert_ne!(first, store.recipe_hash(ImageSpec { safe_mode: false, ..P0 }).unwrap());
-        assert_ne!(first, store.recipe_hash(ImageSpec { profile: Profile::P1, ..P0 }).unwrap());
+        assert_ne!(
+            first,
+            store
+                .recipe_hash(ImageSpec {
+                    safe_mode: false,
+                    ..P0
+                })
+                .unwrap()
+        );
+        assert_ne!(
+            first,
+            store
+                .recipe_hash(ImageSpec {
+                    profile: Profile::P1,
+                    ..P0
+                })
+                .unwrap()
+        );
         std::fs::write(tmp.path().join("images/debian/files/a.conf"), "b").unwrap();
         assert_ne!(first, store.recipe_hash(P0).unwrap());
     }
@@ -229,7 +318,11 @@ mod tests {
     #[test]
     fn a_failed_build_leaves_nothing_that_looks_finished() {
         let (tmp, store) = store_with_recipe();
-        std::fs::write(tmp.path().join("images/debian/build.sh"), "mkdir -p \"$4\"; touch \"$4/half\"; exit 3").unwrap();
+        std::fs::write(
+            tmp.path().join("images/debian/build.sh"),
+            "mkdir -p \"$4\"; touch \"$4/half\"; exit 3",
+        )
+        .unwrap();
         let err = store.ensure(P0).unwrap_err();
         assert!(matches!(err, ImageError::Build { .. }), "{err}");
         assert!(store.find(P0).unwrap().is_none());

@@ -14,6 +14,7 @@ pub mod config;
 pub mod console;
 pub mod host_check;
 pub mod image_store;
+pub mod launcher;
 pub mod machine;
 pub mod manifest;
 pub mod ports;
@@ -24,5 +25,6 @@ pub mod ssh;
 pub mod test_access;
 
 pub use config::RunConfig;
+pub use launcher::{LaunchError, Launcher};
 pub use machine::{BootOptions, Machine, MachineError};
 pub use manifest::{Flavor, Image, Manifest, Profile};

@@ -83,10 +83,12 @@ pub enum MachineError {
         /// The guest.
         name: String,
         /// The SSH step that failed.
-        source: SshError,
+        source: Box<SshError>,
     },
     /// `succeed` ran a command that failed.
-    #[error("guest {name}: command `{command}` exited {status}\nstdout: {stdout}\nstderr: {stderr}")]
+    #[error(
+        "guest {name}: command `{command}` exited {status}\nstdout: {stdout}\nstderr: {stderr}"
+    )]
     CommandFailed {
         /// The guest.
         name: String,
@@ -100,7 +102,9 @@ pub enum MachineError {
         stderr: String,
     },
     /// `fail` ran a command that succeeded.
-    #[error("guest {name}: command `{command}` succeeded but was expected to fail\nstdout: {stdout}")]
+    #[error(
+        "guest {name}: command `{command}` succeeded but was expected to fail\nstdout: {stdout}"
+    )]
     CommandSucceeded {
         /// The guest.
         name: String,
@@ -194,7 +198,10 @@ impl Machine {
         HostResources::read().check(&options.config)?;
         let setup = |what: &str| {
             let what = what.to_string();
-            move |e: std::io::Error| MachineError::Setup { what, message: e.to_string() }
+            move |e: std::io::Error| MachineError::Setup {
+                what,
+                message: e.to_string(),
+            }
         };
         let temp = tempfile::Builder::new()
             .prefix(&format!("{}-", options.name))
@@ -217,15 +224,26 @@ impl Machine {
             append: image.manifest.kernel_cmdline.clone(),
             overlay,
             forwards: vec![
-                PortForward { host_port: ssh_port, guest_port: 22 },
-                PortForward { host_port: https_port, guest_port: GUEST_HTTPS_PORT },
+                PortForward {
+                    host_port: ssh_port,
+                    guest_port: 22,
+                },
+                PortForward {
+                    host_port: https_port,
+                    guest_port: GUEST_HTTPS_PORT,
+                },
             ],
             serial_log: state_dir.join("serial.log"),
             qmp_socket: state_dir.join("qmp.sock"),
             fw_cfg: access.fw_cfg(),
         };
-        std::fs::write(state_dir.join("qemu.argv"), command.argv().join("\n")).map_err(setup("writing qemu.argv"))?;
-        let process = QemuProcess::spawn(&command.argv(), &state_dir.join("qemu.log"), &command.qmp_socket)?;
+        std::fs::write(state_dir.join("qemu.argv"), command.argv().join("\n"))
+            .map_err(setup("writing qemu.argv"))?;
+        let process = QemuProcess::spawn(
+            &command.argv(),
+            &state_dir.join("qemu.log"),
+            &command.qmp_socket,
+        )?;
         // A kept directory outlives the run; otherwise it goes with the machine.
         let state_guard = if options.keep_state {
             let _ = temp.keep();
@@ -297,13 +315,21 @@ impl Machine {
         let addr = self.ssh_addr();
         let user = self.image.manifest.ssh_user.clone();
         let what = format!("SSH key login as {user} on {addr}");
-        let session = self.wait(&what, Deadline::new(timeout, Duration::from_millis(500)), || {
-            match SshSession::connect(addr, &user, &self.access.client_key, &self.access.host_key_blob, Duration::from_secs(10)) {
+        let session = self.wait(
+            &what,
+            Deadline::new(timeout, Duration::from_millis(500)),
+            || match SshSession::connect(
+                addr,
+                &user,
+                &self.access.client_key,
+                &self.access.host_key_blob,
+                Duration::from_secs(10),
+            ) {
                 Ok(session) => Poll::Ready(session),
                 Err(e @ SshError::HostKeyMismatch { .. }) => Poll::Abort(self.ssh_error(e)),
                 Err(e) => Poll::Pending(e.to_string()),
-            }
-        })?;
+            },
+        )?;
         *self.lock_ssh() = Some(session);
         Ok(())
     }
@@ -355,20 +381,36 @@ impl Machine {
     pub fn fail(&self, command: &str) -> Result<String, MachineError> {
         let out = self.execute(command)?;
         if out.status == 0 {
-            return Err(MachineError::CommandSucceeded { name: self.name.clone(), command: command.into(), stdout: out.stdout });
+            return Err(MachineError::CommandSucceeded {
+                name: self.name.clone(),
+                command: command.into(),
+                stdout: out.stdout,
+            });
         }
         Ok(out.stdout)
     }
 
     /// Runs `command` until it succeeds; returns its stdout.
-    pub fn wait_until_succeeds(&self, command: &str, timeout: Duration) -> Result<String, MachineError> {
+    pub fn wait_until_succeeds(
+        &self,
+        command: &str,
+        timeout: Duration,
+    ) -> Result<String, MachineError> {
         let what = format!("`{command}` to succeed");
-        self.wait(&what, Deadline::new(timeout, Duration::from_millis(500)), || match self.execute(command) {
-            Ok(out) if out.status == 0 => Poll::Ready(out.stdout),
-            Ok(out) => Poll::Pending(format!("exit {}: {}", out.status, last_line(&out.stderr, &out.stdout))),
-            Err(e @ MachineError::QemuExited { .. }) => Poll::Abort(e),
-            Err(e) => Poll::Pending(e.to_string()),
-        })
+        self.wait(
+            &what,
+            Deadline::new(timeout, Duration::from_millis(500)),
+            || match self.execute(command) {
+                Ok(out) if out.status == 0 => Poll::Ready(out.stdout),
+                Ok(out) => Poll::Pending(format!(
+                    "exit {}: {}",
+                    out.status,
+                    last_line(&out.stderr, &out.stdout)
+                )),
+                Err(e @ MachineError::QemuExited { .. }) => Poll::Abort(e),
+                Err(e) => Poll::Pending(e.to_string()),
+            },
+        )
     }
 
     /// Waits until `unit` is active. Fails at once, with the unit's status and
@@ -379,43 +421,57 @@ impl Machine {
             "systemctl show {quoted} -p LoadState -p ActiveState -p SubState; echo Jobs=$(systemctl list-jobs --no-legend {quoted} | wc -l)"
         );
         let what = format!("unit {unit} to be active");
-        self.wait(&what, Deadline::new(timeout, Duration::from_millis(500)), || {
-            let props = match self.execute(&probe) {
-                Ok(out) => parse_properties(&out.stdout),
-                Err(e @ MachineError::QemuExited { .. }) => return Poll::Abort(e),
-                Err(e) => return Poll::Pending(e.to_string()),
-            };
-            let get = |k: &str| props.get(k).map(String::as_str).unwrap_or("?");
-            let state = format!("ActiveState={} SubState={}", get("ActiveState"), get("SubState"));
-            let stuck = match (get("LoadState"), get("ActiveState"), get("Jobs")) {
-                (_, "active", _) => return Poll::Ready(()),
-                (load, _, _) if load != "loaded" => Some(format!("LoadState={load}")),
-                (_, "failed", _) => Some(state.clone()),
-                (_, "inactive", "0") => Some(format!("{state}, and no job is queued to start it")),
-                _ => None,
-            };
-            match stuck {
-                Some(state) => Poll::Abort(MachineError::UnitNotActive {
-                    name: self.name.clone(),
-                    unit: unit.into(),
-                    state,
-                    diagnostics: self.unit_diagnostics(unit),
-                }),
-                None => Poll::Pending(state),
-            }
-        })
+        self.wait(
+            &what,
+            Deadline::new(timeout, Duration::from_millis(500)),
+            || {
+                let props = match self.execute(&probe) {
+                    Ok(out) => parse_properties(&out.stdout),
+                    Err(e @ MachineError::QemuExited { .. }) => return Poll::Abort(e),
+                    Err(e) => return Poll::Pending(e.to_string()),
+                };
+                let get = |k: &str| props.get(k).map(String::as_str).unwrap_or("?");
+                let state = format!(
+                    "ActiveState={} SubState={}",
+                    get("ActiveState"),
+                    get("SubState")
+                );
+                let stuck = match (get("LoadState"), get("ActiveState"), get("Jobs")) {
+                    (_, "active", _) => return Poll::Ready(()),
+                    (load, _, _) if load != "loaded" => Some(format!("LoadState={load}")),
+                    (_, "failed", _) => Some(state.clone()),
+                    (_, "inactive", "0") => {
+                        Some(format!("{state}, and no job is queued to start it"))
+                    }
+                    _ => None,
+                };
+                match stuck {
+                    Some(state) => Poll::Abort(MachineError::UnitNotActive {
+                        name: self.name.clone(),
+                        unit: unit.into(),
+                        state,
+                        diagnostics: self.unit_diagnostics(unit),
+                    }),
+                    None => Poll::Pending(state),
+                }
+            },
+        )
     }
 
     /// Waits until something listens on TCP `port` inside the guest.
     pub fn wait_for_open_port(&self, port: u16, timeout: Duration) -> Result<(), MachineError> {
         let probe = format!("ss -Htln 'sport = :{port}'");
         let what = format!("a listener on TCP port {port} in the guest");
-        self.wait(&what, Deadline::new(timeout, Duration::from_millis(500)), || match self.execute(&probe) {
-            Ok(out) if out.status == 0 && !out.stdout.trim().is_empty() => Poll::Ready(()),
-            Ok(_) => Poll::Pending(format!("nothing listens on {port}")),
-            Err(e @ MachineError::QemuExited { .. }) => Poll::Abort(e),
-            Err(e) => Poll::Pending(e.to_string()),
-        })
+        self.wait(
+            &what,
+            Deadline::new(timeout, Duration::from_millis(500)),
+            || match self.execute(&probe) {
+                Ok(out) if out.status == 0 && !out.stdout.trim().is_empty() => Poll::Ready(()),
+                Ok(_) => Poll::Pending(format!("nothing listens on {port}")),
+                Err(e @ MachineError::QemuExited { .. }) => Poll::Abort(e),
+                Err(e) => Poll::Pending(e.to_string()),
+            },
+        )
     }
 
     /// `systemctl status` of `unit` and the last lines of its journal, for a failure message.
@@ -450,7 +506,10 @@ impl Machine {
             Some(status) => Err(MachineError::QemuExited {
                 name: self.name.clone(),
                 status: status.to_string(),
-                qemu_said: last_line(&std::fs::read_to_string(self.state_dir.join("qemu.log")).unwrap_or_default(), "nothing"),
+                qemu_said: last_line(
+                    &std::fs::read_to_string(self.state_dir.join("qemu.log")).unwrap_or_default(),
+                    "nothing",
+                ),
                 serial_tail: self.serial_tail(),
             }),
         }
@@ -458,7 +517,12 @@ impl Machine {
 
     /// The one wait: `retry`, plus a look at QEMU before every poll and the
     /// console on timeout.
-    fn wait<T>(&self, what: &str, deadline: Deadline, mut poll: impl FnMut() -> Poll<T, MachineError>) -> Result<T, MachineError> {
+    fn wait<T>(
+        &self,
+        what: &str,
+        deadline: Deadline,
+        mut poll: impl FnMut() -> Poll<T, MachineError>,
+    ) -> Result<T, MachineError> {
         let result = retry(deadline, || {
             if let Err(e) = self.ensure_running() {
                 return Poll::Abort(e);
@@ -482,15 +546,22 @@ impl Machine {
     }
 
     fn ssh_error(&self, source: SshError) -> MachineError {
-        MachineError::Ssh { name: self.name.clone(), source }
+        MachineError::Ssh {
+            name: self.name.clone(),
+            source: Box::new(source),
+        }
     }
 
     fn lock_qemu(&self) -> MutexGuard<'_, QemuProcess> {
-        self.qemu.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.qemu
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn lock_ssh(&self) -> MutexGuard<'_, Option<SshSession>> {
-        self.ssh.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.ssh
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -507,7 +578,10 @@ fn create_overlay(qemu_img: &Path, base: &Path, overlay: &Path) -> Result<(), Ma
         .arg(base)
         .arg(overlay)
         .output()
-        .map_err(|e| MachineError::Setup { what: format!("running {}", qemu_img.display()), message: e.to_string() })?;
+        .map_err(|e| MachineError::Setup {
+            what: format!("running {}", qemu_img.display()),
+            message: e.to_string(),
+        })?;
     if !out.status.success() {
         return Err(MachineError::Setup {
             what: format!("creating an overlay of {}", base.display()),
@@ -519,7 +593,9 @@ fn create_overlay(qemu_img: &Path, base: &Path, overlay: &Path) -> Result<(), Ma
 
 /// Quotes one word for the guest's shell.
 pub fn quote(word: &str) -> String {
-    shlex::try_quote(word).map(|q| q.into_owned()).unwrap_or_else(|_| format!("'{}'", word.replace('\0', "")))
+    shlex::try_quote(word)
+        .map(|q| q.into_owned())
+        .unwrap_or_else(|_| format!("'{}'", word.replace('\0', "")))
 }
 
 /// `KEY=value` lines into a map.
@@ -531,5 +607,11 @@ pub fn parse_properties(text: &str) -> BTreeMap<String, String> {
 }
 
 fn last_line(first: &str, fallback: &str) -> String {
-    first.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or(fallback).trim().to_string()
+    first
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or(fallback)
+        .trim()
+        .to_string()
 }

@@ -118,7 +118,9 @@ pub struct Manifest {
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
     /// The file could not be read.
-    #[error("cannot read image manifest {path}: {source} (build the image: rave-harness images build)")]
+    #[error(
+        "cannot read image manifest {path}: {source} (build the image: rave-harness images build)"
+    )]
     Read {
         /// The file.
         path: PathBuf,
@@ -148,12 +150,27 @@ impl Image {
     /// Reads and checks the manifest in `dir`: schema, and every file it names exists.
     pub fn load(dir: &Path) -> Result<Self, ManifestError> {
         let path = dir.join(MANIFEST_FILE);
-        let text = std::fs::read_to_string(&path).map_err(|source| ManifestError::Read { path: path.clone(), source })?;
-        let manifest = Manifest::parse(&text).map_err(|message| ManifestError::Invalid { path: path.clone(), message })?;
-        let image = Image { dir: dir.to_path_buf(), manifest };
-        for file in [image.kernel(), image.initrd(), image.disk()].into_iter().chain(image.ca_cert()) {
+        let text = std::fs::read_to_string(&path).map_err(|source| ManifestError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let manifest = Manifest::parse(&text).map_err(|message| ManifestError::Invalid {
+            path: path.clone(),
+            message,
+        })?;
+        let image = Image {
+            dir: dir.to_path_buf(),
+            manifest,
+        };
+        for file in [image.kernel(), image.initrd(), image.disk()]
+            .into_iter()
+            .chain(image.ca_cert())
+        {
             if !file.is_file() {
-                return Err(ManifestError::Invalid { path, message: format!("{} does not exist", file.display()) });
+                return Err(ManifestError::Invalid {
+                    path,
+                    message: format!("{} does not exist", file.display()),
+                });
             }
         }
         Ok(image)
@@ -182,14 +199,19 @@ impl Manifest {
     pub fn parse(text: &str) -> Result<Self, String> {
         let manifest: Manifest = serde_json::from_str(text).map_err(|e| e.to_string())?;
         if manifest.schema != SCHEMA {
-            return Err(format!("schema {} is not the {SCHEMA} this harness reads", manifest.schema));
+            return Err(format!(
+                "schema {} is not the {SCHEMA} this harness reads",
+                manifest.schema
+            ));
         }
         for (name, component) in &manifest.components {
             if component.unit.trim().is_empty() {
                 return Err(format!("component {name} names no unit"));
             }
             if manifest.absent.contains_key(name) {
-                return Err(format!("component {name} is listed both present and absent"));
+                return Err(format!(
+                    "component {name} is listed both present and absent"
+                ));
             }
         }
         Ok(manifest)
@@ -201,8 +223,14 @@ impl Manifest {
             return Ok(&c.unit);
         }
         Err(match self.absent.get(component) {
-            Some(reason) => format!("{component} is absent from the {} {} image: {reason}", self.flavor, self.profile),
-            None => format!("{component} is not part of the {} {} image", self.flavor, self.profile),
+            Some(reason) => format!(
+                "{component} is absent from the {} {} image: {reason}",
+                self.flavor, self.profile
+            ),
+            None => format!(
+                "{component} is not part of the {} {} image",
+                self.flavor, self.profile
+            ),
         })
     }
 }
@@ -223,14 +251,25 @@ mod tests {
     fn a_good_manifest_parses() {
         let m = Manifest::parse(GOOD).unwrap();
         assert_eq!(m.unit("nginx").unwrap(), "nginx.service");
-        assert_eq!(m.unit("grafana").unwrap_err(), "grafana is absent from the debian p0 image: Debian does not package Grafana");
+        assert_eq!(
+            m.unit("grafana").unwrap_err(),
+            "grafana is absent from the debian p0 image: Debian does not package Grafana"
+        );
     }
 
     #[test]
     fn unknown_fields_truncation_and_schema_are_refused() {
-        assert!(Manifest::parse(&GOOD.replace("\"schema\"", "\"colour\": 1, \"schema\"")).unwrap_err().contains("unknown field"));
+        assert!(
+            Manifest::parse(&GOOD.replace("\"schema\"", "\"colour\": 1, \"schema\""))
+                .unwrap_err()
+                .contains("unknown field")
+        );
         assert!(Manifest::parse(&GOOD[..GOOD.len() / 2]).is_err());
-        assert!(Manifest::parse(&GOOD.replace("\"schema\": 1", "\"schema\": 2")).unwrap_err().contains("schema 2"));
+        assert!(
+            Manifest::parse(&GOOD.replace("\"schema\": 1", "\"schema\": 2"))
+                .unwrap_err()
+                .contains("schema 2")
+        );
     }
 
     #[test]

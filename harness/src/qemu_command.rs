@@ -114,7 +114,12 @@ impl QemuCommand {
 
     /// The guest's size: QEMU_RAM_MB and QEMU_CPUS.
     fn size_args(&self) -> Vec<String> {
-        args(&["-m", &self.ram_mb.to_string(), "-smp", &self.cpus.to_string()])
+        args(&[
+            "-m",
+            &self.ram_mb.to_string(),
+            "-smp",
+            &self.cpus.to_string(),
+        ])
     }
 
     /// Direct kernel boot: no bootloader, no firmware menu. `panic=-1` reboots
@@ -135,7 +140,10 @@ impl QemuCommand {
     fn drive_args(&self) -> Vec<String> {
         args(&[
             "-drive",
-            &format!("file={},if=none,id=root,format=qcow2,cache=unsafe", self.overlay.display()),
+            &format!(
+                "file={},if=none,id=root,format=qcow2,cache=unsafe",
+                self.overlay.display()
+            ),
             "-device",
             "virtio-blk-pci,drive=root",
             "-device",
@@ -147,7 +155,10 @@ impl QemuCommand {
     fn net_args(&self) -> Vec<String> {
         let mut netdev = String::from("user,id=net0");
         for f in &self.forwards {
-            netdev.push_str(&format!(",hostfwd=tcp:127.0.0.1:{}-:{}", f.host_port, f.guest_port));
+            netdev.push_str(&format!(
+                ",hostfwd=tcp:127.0.0.1:{}-:{}",
+                f.host_port, f.guest_port
+            ));
         }
         args(&["-netdev", &netdev, "-device", "virtio-net-pci,netdev=net0"])
     }
@@ -164,14 +175,22 @@ impl QemuCommand {
 
     /// QMP on a unix socket in the guest's state directory, for a clean powerdown.
     fn control_args(&self) -> Vec<String> {
-        args(&["-qmp", &format!("unix:{},server=on,wait=off", self.qmp_socket.display())])
+        args(&[
+            "-qmp",
+            &format!("unix:{},server=on,wait=off", self.qmp_socket.display()),
+        ])
     }
 
     /// Test access: files the guest reads from fw_cfg at boot.
     fn fw_cfg_args(&self) -> Vec<String> {
         self.fw_cfg
             .iter()
-            .flat_map(|f| ["-fw_cfg".to_string(), format!("name={},file={}", f.name, f.path.display())])
+            .flat_map(|f| {
+                [
+                    "-fw_cfg".to_string(),
+                    format!("name={},file={}", f.name, f.path.display()),
+                ]
+            })
             .collect()
     }
 }
@@ -196,12 +215,21 @@ mod tests {
             append: "root=/dev/vda rw console=ttyS0".into(),
             overlay: "/state/overlay.qcow2".into(),
             forwards: vec![
-                PortForward { host_port: 40022, guest_port: 22 },
-                PortForward { host_port: 40443, guest_port: 3002 },
+                PortForward {
+                    host_port: 40022,
+                    guest_port: 22,
+                },
+                PortForward {
+                    host_port: 40443,
+                    guest_port: 3002,
+                },
             ],
             serial_log: "/state/serial.log".into(),
             qmp_socket: "/state/qmp.sock".into(),
-            fw_cfg: vec![FwCfgFile { name: "opt/rave/authorized_keys".into(), path: "/state/authorized_keys".into() }],
+            fw_cfg: vec![FwCfgFile {
+                name: "opt/rave/authorized_keys".into(),
+                path: "/state/authorized_keys".into(),
+            }],
         }
     }
 

@@ -94,10 +94,21 @@ impl QemuProcess {
     /// Starts `argv` (binary first) in its own process group with a parent-death
     /// signal; QEMU's stdout and stderr go to `log`.
     pub fn spawn(argv: &[String], log: &Path, qmp_socket: &Path) -> Result<Self, QemuError> {
-        let out = File::create(log).map_err(|source| QemuError::Log { path: log.into(), source })?;
-        let err = out.try_clone().map_err(|source| QemuError::Log { path: log.into(), source })?;
+        let out = File::create(log).map_err(|source| QemuError::Log {
+            path: log.into(),
+            source,
+        })?;
+        let err = out.try_clone().map_err(|source| QemuError::Log {
+            path: log.into(),
+            source,
+        })?;
         let mut command = Command::new(&argv[0]);
-        command.args(&argv[1..]).stdin(Stdio::null()).stdout(out).stderr(err).process_group(0);
+        command
+            .args(&argv[1..])
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .process_group(0);
         let parent = std::process::id() as i32;
         // SAFETY: the closure runs between fork and exec and only makes
         // async-signal-safe calls (prctl, getppid, _exit).
@@ -111,9 +122,15 @@ impl QemuProcess {
                 Ok(())
             });
         }
-        let child = spawn_from_lifetime_thread(command)
-            .map_err(|source| QemuError::Spawn { binary: argv[0].clone(), source })?;
-        Ok(QemuProcess { child, qmp_socket: qmp_socket.into(), exit: None })
+        let child = spawn_from_lifetime_thread(command).map_err(|source| QemuError::Spawn {
+            binary: argv[0].clone(),
+            source,
+        })?;
+        Ok(QemuProcess {
+            child,
+            qmp_socket: qmp_socket.into(),
+            exit: None,
+        })
     }
 
     /// QEMU's process id (also its process group id).
@@ -136,14 +153,23 @@ impl QemuProcess {
         if self.exit_status().is_some() {
             return true;
         }
-        if self.qmp(|qmp| qmp.execute(&qapi::qmp::system_powerdown {}).map(|_| ()), "system_powerdown").is_err() {
+        if self
+            .qmp(
+                |qmp| qmp.execute(&qapi::qmp::system_powerdown {}).map(|_| ()),
+                "system_powerdown",
+            )
+            .is_err()
+        {
             self.kill();
             return false;
         }
-        let waited = retry(Deadline::new(timeout, Duration::from_millis(100)), || match self.exit_status() {
-            Some(status) => Poll::<_, ()>::Ready(status),
-            None => Poll::Pending("QEMU still running".into()),
-        });
+        let waited = retry(
+            Deadline::new(timeout, Duration::from_millis(100)),
+            || match self.exit_status() {
+                Some(status) => Poll::<_, ()>::Ready(status),
+                None => Poll::Pending("QEMU still running".into()),
+            },
+        );
         if waited.is_err() {
             self.kill();
             return false;
@@ -163,12 +189,20 @@ impl QemuProcess {
     /// Runs one exchange on a fresh QMP connection.
     fn qmp<T>(
         &self,
-        exchange: impl FnOnce(&mut qapi::Qmp<qapi::Stream<std::io::BufReader<&UnixStream>, &UnixStream>>) -> Result<T, qapi::ExecuteError>,
+        exchange: impl FnOnce(
+            &mut qapi::Qmp<qapi::Stream<std::io::BufReader<&UnixStream>, &UnixStream>>,
+        ) -> Result<T, qapi::ExecuteError>,
         command: &'static str,
     ) -> Result<T, QemuError> {
-        let fail = |message: String| QemuError::Qmp { command, socket: self.qmp_socket.clone(), message };
+        let fail = |message: String| QemuError::Qmp {
+            command,
+            socket: self.qmp_socket.clone(),
+            message,
+        };
         let stream = UnixStream::connect(&self.qmp_socket).map_err(|e| fail(e.to_string()))?;
-        stream.set_read_timeout(Some(Duration::from_secs(5))).map_err(|e| fail(e.to_string()))?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .map_err(|e| fail(e.to_string()))?;
         let mut qmp = qapi::Qmp::from_stream(&stream);
         qmp.handshake().map_err(|e| fail(e.to_string()))?;
         exchange(&mut qmp).map_err(|e| fail(e.to_string()))
@@ -189,7 +223,11 @@ mod tests {
     /// Alive means present and not a zombie waiting for a reaper.
     fn alive(pid: u32) -> bool {
         match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-            Ok(stat) => stat.rsplit(')').next().map(|rest| !rest.trim_start().starts_with('Z')).unwrap_or(false),
+            Ok(stat) => stat
+                .rsplit(')')
+                .next()
+                .map(|rest| !rest.trim_start().starts_with('Z'))
+                .unwrap_or(false),
             Err(_) => false,
         }
     }
@@ -199,16 +237,25 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let grandchild_file = dir.path().join("grandchild");
         // A stand-in for QEMU that starts a grandchild in its group.
-        let script = format!("sleep 300 & echo $! > '{}'; wait", grandchild_file.display());
+        let script = format!(
+            "sleep 300 & echo $! > '{}'; wait",
+            grandchild_file.display()
+        );
         let argv: Vec<String> = vec!["sh".into(), "-c".into(), script];
-        let process = QemuProcess::spawn(&argv, &dir.path().join("log"), &dir.path().join("qmp.sock")).unwrap();
+        let process =
+            QemuProcess::spawn(&argv, &dir.path().join("log"), &dir.path().join("qmp.sock"))
+                .unwrap();
         let pid = process.pid();
-        let grandchild: u32 = retry(Deadline::new(Duration::from_secs(5), Duration::from_millis(10)), || {
-            match std::fs::read_to_string(&grandchild_file).ok().and_then(|s| s.trim().parse().ok()) {
+        let grandchild: u32 = retry(
+            Deadline::new(Duration::from_secs(5), Duration::from_millis(10)),
+            || match std::fs::read_to_string(&grandchild_file)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+            {
                 Some(p) => Poll::<u32, ()>::Ready(p),
                 None => Poll::Pending("no pid file".into()),
-            }
-        })
+            },
+        )
         .unwrap();
         assert!(alive(pid) && alive(grandchild));
         drop(process);
@@ -217,14 +264,25 @@ mod tests {
             std::thread::yield_now();
         }
         assert!(!alive(pid), "QEMU stand-in survived its handle");
-        assert!(!alive(grandchild), "a child in QEMU's process group survived");
+        assert!(
+            !alive(grandchild),
+            "a child in QEMU's process group survived"
+        );
     }
 
     #[test]
     fn a_missing_binary_is_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
-        let err = QemuProcess::spawn(&["/nonexistent/qemu".to_string()], &dir.path().join("log"), &dir.path().join("q"))
-            .unwrap_err();
-        assert!(err.to_string().starts_with("could not start /nonexistent/qemu"), "{err}");
+        let err = QemuProcess::spawn(
+            &["/nonexistent/qemu".to_string()],
+            &dir.path().join("log"),
+            &dir.path().join("q"),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("could not start /nonexistent/qemu"),
+            "{err}"
+        );
     }
 }

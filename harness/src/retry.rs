@@ -50,7 +50,10 @@ impl Deadline {
 ///
 /// The condition is looked at once more at the deadline, so a wait never
 /// ends as expired on a condition that held when it gave up.
-pub fn retry<T, E>(deadline: Deadline, mut poll: impl FnMut() -> Poll<T, E>) -> Result<T, RetryError<E>> {
+pub fn retry<T, E>(
+    deadline: Deadline,
+    mut poll: impl FnMut() -> Poll<T, E>,
+) -> Result<T, RetryError<E>> {
     let start = Instant::now();
     let end = start + deadline.timeout;
     loop {
@@ -61,7 +64,10 @@ pub fn retry<T, E>(deadline: Deadline, mut poll: impl FnMut() -> Poll<T, E>) -> 
         };
         let now = Instant::now();
         if now >= end {
-            return Err(RetryError::Expired { waited: now - start, last_seen });
+            return Err(RetryError::Expired {
+                waited: now - start,
+                last_seen,
+            });
         }
         // The poll interval of a deadline-bound wait, never a fixed delay.
         std::thread::sleep(deadline.interval.min(end - now));
@@ -72,7 +78,10 @@ pub fn retry<T, E>(deadline: Deadline, mut poll: impl FnMut() -> Poll<T, E>) -> 
 mod tests {
     use super::*;
 
-    const QUICK: Deadline = Deadline { timeout: Duration::from_millis(50), interval: Duration::from_millis(5) };
+    const QUICK: Deadline = Deadline {
+        timeout: Duration::from_millis(50),
+        interval: Duration::from_millis(5),
+    };
 
     #[test]
     fn ready_on_a_later_look() {
@@ -107,9 +116,10 @@ mod tests {
     #[test]
     fn abort_stops_at_once() {
         let start = Instant::now();
-        let got: Result<(), _> = retry(Deadline::new(Duration::from_secs(60), Duration::from_secs(1)), || {
-            Poll::Abort("unit failed")
-        });
+        let got: Result<(), _> = retry(
+            Deadline::new(Duration::from_secs(60), Duration::from_secs(1)),
+            || Poll::Abort("unit failed"),
+        );
         assert!(matches!(got, Err(RetryError::Aborted("unit failed"))));
         assert!(start.elapsed() < Duration::from_secs(1));
     }

@@ -76,7 +76,9 @@ pub struct SshSession {
 
 impl std::fmt::Debug for SshSession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SshSession").field("addr", &self.addr).finish_non_exhaustive()
+        f.debug_struct("SshSession")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
     }
 }
 
@@ -91,24 +93,49 @@ impl SshSession {
         host_key_blob: &[u8],
         timeout: Duration,
     ) -> Result<Self, SshError> {
-        let tcp = TcpStream::connect_timeout(&addr, timeout).map_err(|source| SshError::Connect { addr, source })?;
-        let mut session = ssh2::Session::new().map_err(|source| SshError::Handshake { addr, source })?;
+        let tcp = TcpStream::connect_timeout(&addr, timeout)
+            .map_err(|source| SshError::Connect { addr, source })?;
+        let mut session =
+            ssh2::Session::new().map_err(|source| SshError::Handshake { addr, source })?;
         session.set_timeout(timeout.as_millis().min(u32::MAX as u128) as u32);
         session.set_tcp_stream(tcp);
-        session.handshake().map_err(|source| SshError::Handshake { addr, source })?;
-        let (presented, _) = session.host_key().ok_or_else(|| SshError::HostKeyMismatch { addr, got: "none".into() })?;
+        session
+            .handshake()
+            .map_err(|source| SshError::Handshake { addr, source })?;
+        let (presented, _) = session
+            .host_key()
+            .ok_or_else(|| SshError::HostKeyMismatch {
+                addr,
+                got: "none".into(),
+            })?;
         if presented != host_key_blob {
-            return Err(SshError::HostKeyMismatch { addr, got: short_fingerprint(presented) });
+            return Err(SshError::HostKeyMismatch {
+                addr,
+                got: short_fingerprint(presented),
+            });
         }
         session
             .userauth_pubkey_file(user, None, key, None)
-            .map_err(|source| SshError::Authentication { user: user.into(), addr, key: key.into(), source })?;
-        Ok(SshSession { session, addr, timeout })
+            .map_err(|source| SshError::Authentication {
+                user: user.into(),
+                addr,
+                key: key.into(),
+                source,
+            })?;
+        Ok(SshSession {
+            session,
+            addr,
+            timeout,
+        })
     }
 
     /// Runs `command` through the login shell and collects its output.
     pub fn exec(&self, command: &str) -> Result<CommandOutput, SshError> {
-        let fail = |message: String| SshError::Command { command: command.into(), addr: self.addr, message };
+        let fail = |message: String| SshError::Command {
+            command: command.into(),
+            addr: self.addr,
+            message,
+        };
         let timed = |e: ssh2::Error| fail(with_timeout_hint(e.to_string(), self.timeout));
         let mut channel = self.session.channel_session().map_err(timed)?;
         channel.exec(command).map_err(timed)?;
@@ -123,7 +150,11 @@ impl SshSession {
             .map_err(|e| fail(with_timeout_hint(e.to_string(), self.timeout)))?;
         channel.wait_close().map_err(timed)?;
         let status = channel.exit_status().map_err(timed)?;
-        Ok(CommandOutput { status, stdout, stderr })
+        Ok(CommandOutput {
+            status,
+            stdout,
+            stderr,
+        })
     }
 }
 
@@ -134,5 +165,12 @@ fn with_timeout_hint(message: String, timeout: Duration) -> String {
 fn short_fingerprint(blob: &[u8]) -> String {
     use sha2::{Digest, Sha256};
     let digest = Sha256::digest(blob);
-    format!("sha256:{}", digest.iter().take(8).map(|b| format!("{b:02x}")).collect::<String>())
+    format!(
+        "sha256:{}",
+        digest
+            .iter()
+            .take(8)
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    )
 }

@@ -73,24 +73,47 @@ impl TestAccess {
             authorized_keys: dir.join("authorized_keys"),
             host_key: dir.join("ssh_host_ed25519_key"),
         };
-        write_private(&access.client_key, client.to_openssh(LineEnding::LF)?.as_bytes())?;
-        write_private(&access.host_key, host.to_openssh(LineEnding::LF)?.as_bytes())?;
-        write_private(&access.authorized_keys, format!("{client_public}\n").as_bytes())?;
+        write_private(
+            &access.client_key,
+            client.to_openssh(LineEnding::LF)?.as_bytes(),
+        )?;
+        write_private(
+            &access.host_key,
+            host.to_openssh(LineEnding::LF)?.as_bytes(),
+        )?;
+        write_private(
+            &access.authorized_keys,
+            format!("{client_public}\n").as_bytes(),
+        )?;
         Ok(access)
     }
 
     /// The fw_cfg entries that hand this access to the guest.
     pub fn fw_cfg(&self) -> Vec<FwCfgFile> {
         vec![
-            FwCfgFile { name: FW_CFG_AUTHORIZED_KEYS.into(), path: self.authorized_keys.clone() },
-            FwCfgFile { name: FW_CFG_HOST_KEY.into(), path: self.host_key.clone() },
+            FwCfgFile {
+                name: FW_CFG_AUTHORIZED_KEYS.into(),
+                path: self.authorized_keys.clone(),
+            },
+            FwCfgFile {
+                name: FW_CFG_HOST_KEY.into(),
+                path: self.host_key.clone(),
+            },
         ]
     }
 }
 
 fn write_private(path: &Path, content: &[u8]) -> Result<(), KeyError> {
-    let err = |source| KeyError::Write { path: path.into(), source };
-    let mut file = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(err)?;
+    let err = |source| KeyError::Write {
+        path: path.into(),
+        source,
+    };
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(err)?;
     file.write_all(content).map_err(err)
 }
 
@@ -107,7 +130,11 @@ mod tests {
         assert_ne!(first.host_key_blob, second.host_key_blob);
         assert!(first.client_public.starts_with("ssh-ed25519 "));
         for f in [&first.client_key, &first.host_key, &first.authorized_keys] {
-            assert_eq!(fs::metadata(f).unwrap().permissions().mode() & 0o777, 0o600, "{f:?}");
+            assert_eq!(
+                fs::metadata(f).unwrap().permissions().mode() & 0o777,
+                0o600,
+                "{f:?}"
+            );
         }
         let shown = format!("{first:?}");
         assert!(!shown.contains("PRIVATE"), "{shown}");
