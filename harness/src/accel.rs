@@ -35,12 +35,7 @@ pub struct AccelDecision {
 ///
 /// A probe's verdict is kept in `cache_dir` for as long as the host stays up
 /// (keyed by its boot id), so a run pays for the probe once, not per guest.
-pub fn decide(
-    choice: AccelChoice,
-    qemu: &Path,
-    kernel: &Path,
-    cache_dir: &Path,
-) -> Result<AccelDecision, KvmUnusable> {
+pub fn decide(choice: AccelChoice, qemu: &Path, kernel: &Path, cache_dir: &Path) -> Result<AccelDecision, KvmUnusable> {
     match choice {
         AccelChoice::Tcg => Ok(AccelDecision {
             accel: Accel::Tcg,
@@ -73,20 +68,13 @@ fn probe_kvm_cached(qemu: &Path, kernel: &Path, cache_dir: &Path) -> Result<(), 
     let record = cache_dir.join("kvm-probe");
     if let Some(verdict) = std::fs::read_to_string(&record)
         .ok()
-        .and_then(|text| {
-            text.strip_prefix(boot_id.trim())
-                .map(|rest| rest.trim().to_string())
-        })
+        .and_then(|text| text.strip_prefix(boot_id.trim()).map(|rest| rest.trim().to_string()))
         .filter(|_| !boot_id.trim().is_empty())
     {
-        return if verdict == "ok" {
-            Ok(())
-        } else {
-            Err(verdict)
-        };
+        return if verdict == "ok" { Ok(()) } else { Err(verdict) };
     }
-    let scratch = tempfile::tempdir_in(cache_dir)
-        .map_err(|e| format!("no scratch directory in {}: {e}", cache_dir.display()))?;
+    let scratch =
+        tempfile::tempdir_in(cache_dir).map_err(|e| format!("no scratch directory in {}: {e}", cache_dir.display()))?;
     let verdict = probe_kvm(qemu, kernel, scratch.path());
     let text = format!(
         "{}\n{}\n",
@@ -101,11 +89,7 @@ fn probe_kvm_cached(qemu: &Path, kernel: &Path, cache_dir: &Path) -> Result<(), 
 /// Boots `kernel` under KVM with no root filesystem and waits for its panic.
 /// `Err` says why KVM is not usable.
 pub fn probe_kvm(qemu: &Path, kernel: &Path, scratch: &Path) -> Result<(), String> {
-    if let Err(e) = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-    {
+    if let Err(e) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm") {
         return Err(format!("/dev/kvm cannot be opened: {e}"));
     }
     let serial = scratch.join("kvm-probe.serial");
@@ -124,11 +108,7 @@ pub fn probe_kvm(qemu: &Path, kernel: &Path, scratch: &Path) -> Result<(), Strin
         ])
         .args(["-display", "none", "-no-reboot", "-kernel"])
         .arg(kernel)
-        .args([
-            "-append",
-            "console=ttyS0 panic=-1 root=/dev/nonexistent",
-            "-serial",
-        ])
+        .args(["-append", "console=ttyS0 panic=-1 root=/dev/nonexistent", "-serial"])
         .arg(format!("file:{}", serial.display()))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -152,11 +132,7 @@ pub fn probe_kvm(qemu: &Path, kernel: &Path, scratch: &Path) -> Result<(), Strin
                 use std::io::Read;
                 let _ = pipe.read_to_string(&mut stderr);
             }
-            let said = stderr
-                .lines()
-                .last()
-                .unwrap_or("no error output")
-                .to_string();
+            let said = stderr.lines().last().unwrap_or("no error output").to_string();
             Err(format!(
                 "a KVM probe guest exited ({status}) before its kernel ran: {said}"
             ))

@@ -68,11 +68,7 @@ impl RunConfig {
 
     /// Reads the settings from a map of variables (the environment, or a test's).
     pub fn from_vars(vars: &HashMap<String, String>) -> Result<Self, ConfigError> {
-        let get = |k: &str| {
-            vars.get(k)
-                .map(|v| v.trim().to_string())
-                .filter(|v| !v.is_empty())
-        };
+        let get = |k: &str| vars.get(k).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
         let safe_mode = match get("SAFE").as_deref() {
             None | Some("1") => true,
             Some("0") => false,
@@ -93,14 +89,7 @@ impl RunConfig {
             max_ram,
             safe_mode,
         )?;
-        let cpus = parse_bounded(
-            "QEMU_CPUS",
-            get("QEMU_CPUS"),
-            DEFAULT_CPUS,
-            1,
-            max_cpus,
-            safe_mode,
-        )?;
+        let cpus = parse_bounded("QEMU_CPUS", get("QEMU_CPUS"), DEFAULT_CPUS, 1, max_cpus, safe_mode)?;
         let accel = match get("RAVE_ACCEL").as_deref() {
             None | Some("auto") => AccelChoice::Auto,
             Some("kvm") => AccelChoice::Kvm,
@@ -157,12 +146,7 @@ mod tests {
     use super::*;
 
     fn cfg(pairs: &[(&str, &str)]) -> Result<RunConfig, ConfigError> {
-        RunConfig::from_vars(
-            &pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        )
+        RunConfig::from_vars(&pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
     }
 
     #[test]
@@ -185,10 +169,7 @@ mod tests {
         let e = cfg(&[("QEMU_RAM_MB", "lots")]).unwrap_err();
         assert_eq!(e.to_string(), "QEMU_RAM_MB=\"lots\" is not valid: a whole number from 512 to 3072 in SAFE mode (SAFE=0 allows 4096 MiB / 4 CPUs)");
         assert_eq!(cfg(&[("QEMU_CPUS", "0")]).unwrap_err().var, "QEMU_CPUS");
-        assert_eq!(
-            cfg(&[("QEMU_RAM_MB", "8192")]).unwrap_err().var,
-            "QEMU_RAM_MB"
-        );
+        assert_eq!(cfg(&[("QEMU_RAM_MB", "8192")]).unwrap_err().var, "QEMU_RAM_MB");
         assert_eq!(cfg(&[("SAFE", "yes")]).unwrap_err().var, "SAFE");
         assert_eq!(cfg(&[("RAVE_ACCEL", "hvf")]).unwrap_err().var, "RAVE_ACCEL");
     }

@@ -46,11 +46,7 @@ mod tests {
     fn tail_keeps_the_last_lines_without_colours() {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("serial.log");
-        std::fs::write(
-            &log,
-            "one\r\n\u{1b}[0;32m  OK  \u{1b}[0m] Started nginx\r\n\nthree\n",
-        )
-        .unwrap();
+        std::fs::write(&log, "one\r\n\u{1b}[0;32m  OK  \u{1b}[0m] Started nginx\r\n\nthree\n").unwrap();
         assert_eq!(tail(&log, 2), "  OK  ] Started nginx\nthree");
         assert!(tail(&dir.path().join("none"), 5).starts_with("(no serial log"));
     }

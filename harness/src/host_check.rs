@@ -143,10 +143,7 @@ mod tests {
         };
         assert_eq!(
             host.check(&config(3072, 4)).unwrap_err(),
-            HostError::Cpus {
-                cpus: 4,
-                host_cpus: 2
-            }
+            HostError::Cpus { cpus: 4, host_cpus: 2 }
         );
     }
 

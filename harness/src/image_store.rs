@@ -36,7 +36,9 @@ pub enum ImageError {
         source: std::io::Error,
     },
     /// The build command failed.
-    #[error("building the {flavor} {profile} image failed ({status}); its output is above, the partial build was removed")]
+    #[error(
+        "building the {flavor} {profile} image failed ({status}); its output is above, the partial build was removed"
+    )]
     Build {
         /// The flavor.
         flavor: Flavor,
@@ -90,20 +92,13 @@ impl ImageStore {
     pub fn from_env() -> Self {
         let cache_dir = std::env::var_os("RAVE_CACHE_DIR")
             .map(PathBuf::from)
-            .or_else(|| {
-                std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("rave-harness"))
-            })
-            .or_else(|| {
-                std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/rave-harness"))
-            })
+            .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("rave-harness")))
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/rave-harness")))
             .unwrap_or_else(|| PathBuf::from("/var/cache/rave-harness"));
         let recipes_dir = std::env::var_os("RAVE_IMAGES_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../images"));
-        ImageStore {
-            cache_dir,
-            recipes_dir,
-        }
+        ImageStore { cache_dir, recipes_dir }
     }
 
     /// The hash of everything that decides the image: the recipe files, the spec.
@@ -126,12 +121,7 @@ impl ImageStore {
             hasher.update(&content);
             hasher.update([is_executable(&file) as u8]);
         }
-        Ok(hasher
-            .finalize()
-            .iter()
-            .take(8)
-            .map(|b| format!("{b:02x}"))
-            .collect())
+        Ok(hasher.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect())
     }
 
     /// Where the finished image of `spec` lives (whether or not it exists yet).
@@ -166,11 +156,12 @@ impl ImageStore {
             path: lock_path.clone(),
             source,
         })?;
-        let _lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive)
-            .map_err(|(_, errno)| ImageError::Cache {
+        let _lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, errno)| {
+            ImageError::Cache {
                 path: lock_path.clone(),
                 source: std::io::Error::from(errno),
-            })?;
+            }
+        })?;
         // Another run may have finished the same build while this one waited.
         if let Some(image) = self.find(spec)? {
             return Ok(image);
@@ -293,15 +284,7 @@ mod tests {
         let (tmp, store) = store_with_recipe();
         let first = store.recipe_hash(P0).unwrap();
         assert_eq!(first, store.recipe_hash(P0).unwrap());
-        assert_ne!(
-            first,
-            store
-                .recipe_hash(ImageSpec {
-                    safe_mode: false,
-                    ..P0
-                })
-                .unwrap()
-        );
+        assert_ne!(first, store.recipe_hash(ImageSpec { safe_mode: false, ..P0 }).unwrap());
         assert_ne!(
             first,
             store

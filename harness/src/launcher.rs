@@ -93,12 +93,7 @@ impl Launcher {
             path: self.store.cache_dir.clone(),
             source,
         })?;
-        let decision = accel::decide(
-            self.config.accel,
-            &qemu,
-            &image.kernel(),
-            &self.store.cache_dir,
-        )?;
+        let decision = accel::decide(self.config.accel, &qemu, &image.kernel(), &self.store.cache_dir)?;
         let decision = self.accel.get_or_init(|| {
             if let Some(warning) = &decision.warning {
                 eprintln!("{warning}");

@@ -86,9 +86,7 @@ pub enum MachineError {
         source: Box<SshError>,
     },
     /// `succeed` ran a command that failed.
-    #[error(
-        "guest {name}: command `{command}` exited {status}\nstdout: {stdout}\nstderr: {stderr}"
-    )]
+    #[error("guest {name}: command `{command}` exited {status}\nstdout: {stdout}\nstderr: {stderr}")]
     CommandFailed {
         /// The guest.
         name: String,
@@ -102,9 +100,7 @@ pub enum MachineError {
         stderr: String,
     },
     /// `fail` ran a command that succeeded.
-    #[error(
-        "guest {name}: command `{command}` succeeded but was expected to fail\nstdout: {stdout}"
-    )]
+    #[error("guest {name}: command `{command}` succeeded but was expected to fail\nstdout: {stdout}")]
     CommandSucceeded {
         /// The guest.
         name: String,
@@ -237,13 +233,8 @@ impl Machine {
             qmp_socket: state_dir.join("qmp.sock"),
             fw_cfg: access.fw_cfg(),
         };
-        std::fs::write(state_dir.join("qemu.argv"), command.argv().join("\n"))
-            .map_err(setup("writing qemu.argv"))?;
-        let process = QemuProcess::spawn(
-            &command.argv(),
-            &state_dir.join("qemu.log"),
-            &command.qmp_socket,
-        )?;
+        std::fs::write(state_dir.join("qemu.argv"), command.argv().join("\n")).map_err(setup("writing qemu.argv"))?;
+        let process = QemuProcess::spawn(&command.argv(), &state_dir.join("qemu.log"), &command.qmp_socket)?;
         // A kept directory outlives the run; otherwise it goes with the machine.
         let state_guard = if options.keep_state {
             let _ = temp.keep();
@@ -391,22 +382,14 @@ impl Machine {
     }
 
     /// Runs `command` until it succeeds; returns its stdout.
-    pub fn wait_until_succeeds(
-        &self,
-        command: &str,
-        timeout: Duration,
-    ) -> Result<String, MachineError> {
+    pub fn wait_until_succeeds(&self, command: &str, timeout: Duration) -> Result<String, MachineError> {
         let what = format!("`{command}` to succeed");
         self.wait(
             &what,
             Deadline::new(timeout, Duration::from_millis(500)),
             || match self.execute(command) {
                 Ok(out) if out.status == 0 => Poll::Ready(out.stdout),
-                Ok(out) => Poll::Pending(format!(
-                    "exit {}: {}",
-                    out.status,
-                    last_line(&out.stderr, &out.stdout)
-                )),
+                Ok(out) => Poll::Pending(format!("exit {}: {}", out.status, last_line(&out.stderr, &out.stdout))),
                 Err(e @ MachineError::QemuExited { .. }) => Poll::Abort(e),
                 Err(e) => Poll::Pending(e.to_string()),
             },
@@ -421,41 +404,31 @@ impl Machine {
             "systemctl show {quoted} -p LoadState -p ActiveState -p SubState; echo Jobs=$(systemctl list-jobs --no-legend {quoted} | wc -l)"
         );
         let what = format!("unit {unit} to be active");
-        self.wait(
-            &what,
-            Deadline::new(timeout, Duration::from_millis(500)),
-            || {
-                let props = match self.execute(&probe) {
-                    Ok(out) => parse_properties(&out.stdout),
-                    Err(e @ MachineError::QemuExited { .. }) => return Poll::Abort(e),
-                    Err(e) => return Poll::Pending(e.to_string()),
-                };
-                let get = |k: &str| props.get(k).map(String::as_str).unwrap_or("?");
-                let state = format!(
-                    "ActiveState={} SubState={}",
-                    get("ActiveState"),
-                    get("SubState")
-                );
-                let stuck = match (get("LoadState"), get("ActiveState"), get("Jobs")) {
-                    (_, "active", _) => return Poll::Ready(()),
-                    (load, _, _) if load != "loaded" => Some(format!("LoadState={load}")),
-                    (_, "failed", _) => Some(state.clone()),
-                    (_, "inactive", "0") => {
-                        Some(format!("{state}, and no job is queued to start it"))
-                    }
-                    _ => None,
-                };
-                match stuck {
-                    Some(state) => Poll::Abort(MachineError::UnitNotActive {
-                        name: self.name.clone(),
-                        unit: unit.into(),
-                        state,
-                        diagnostics: self.unit_diagnostics(unit),
-                    }),
-                    None => Poll::Pending(state),
-                }
-            },
-        )
+        self.wait(&what, Deadline::new(timeout, Duration::from_millis(500)), || {
+            let props = match self.execute(&probe) {
+                Ok(out) => parse_properties(&out.stdout),
+                Err(e @ MachineError::QemuExited { .. }) => return Poll::Abort(e),
+                Err(e) => return Poll::Pending(e.to_string()),
+            };
+            let get = |k: &str| props.get(k).map(String::as_str).unwrap_or("?");
+            let state = format!("ActiveState={} SubState={}", get("ActiveState"), get("SubState"));
+            let stuck = match (get("LoadState"), get("ActiveState"), get("Jobs")) {
+                (_, "active", _) => return Poll::Ready(()),
+                (load, _, _) if load != "loaded" => Some(format!("LoadState={load}")),
+                (_, "failed", _) => Some(state.clone()),
+                (_, "inactive", "0") => Some(format!("{state}, and no job is queued to start it")),
+                _ => None,
+            };
+            match stuck {
+                Some(state) => Poll::Abort(MachineError::UnitNotActive {
+                    name: self.name.clone(),
+                    unit: unit.into(),
+                    state,
+                    diagnostics: self.unit_diagnostics(unit),
+                }),
+                None => Poll::Pending(state),
+            }
+        })
     }
 
     /// Waits until something listens on TCP `port` inside the guest.
@@ -553,15 +526,11 @@ impl Machine {
     }
 
     fn lock_qemu(&self) -> MutexGuard<'_, QemuProcess> {
-        self.qemu
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.qemu.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn lock_ssh(&self) -> MutexGuard<'_, Option<SshSession>> {
-        self.ssh
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.ssh.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 

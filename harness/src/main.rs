@@ -66,10 +66,9 @@ fn run(cli: Cli) -> Result<()> {
             command: ImagesCmd::Path { profile },
         } => {
             let launcher = Launcher::from_env()?;
-            let image = launcher
-                .store
-                .find(launcher.spec(profile))?
-                .with_context(|| format!("no {profile} image in the cache: run rave-harness images build --profile {profile}"))?;
+            let image = launcher.store.find(launcher.spec(profile))?.with_context(|| {
+                format!("no {profile} image in the cache: run rave-harness images build --profile {profile}")
+            })?;
             println!("{}", image.dir.display());
             Ok(())
         }

@@ -118,9 +118,7 @@ pub struct Manifest {
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
     /// The file could not be read.
-    #[error(
-        "cannot read image manifest {path}: {source} (build the image: rave-harness images build)"
-    )]
+    #[error("cannot read image manifest {path}: {source} (build the image: rave-harness images build)")]
     Read {
         /// The file.
         path: PathBuf,
@@ -209,9 +207,7 @@ impl Manifest {
                 return Err(format!("component {name} names no unit"));
             }
             if manifest.absent.contains_key(name) {
-                return Err(format!(
-                    "component {name} is listed both present and absent"
-                ));
+                return Err(format!("component {name} is listed both present and absent"));
             }
         }
         Ok(manifest)
@@ -227,10 +223,7 @@ impl Manifest {
                 "{component} is absent from the {} {} image: {reason}",
                 self.flavor, self.profile
             ),
-            None => format!(
-                "{component} is not part of the {} {} image",
-                self.flavor, self.profile
-            ),
+            None => format!("{component} is not part of the {} {} image", self.flavor, self.profile),
         })
     }
 }
@@ -265,11 +258,9 @@ mod tests {
                 .contains("unknown field")
         );
         assert!(Manifest::parse(&GOOD[..GOOD.len() / 2]).is_err());
-        assert!(
-            Manifest::parse(&GOOD.replace("\"schema\": 1", "\"schema\": 2"))
-                .unwrap_err()
-                .contains("schema 2")
-        );
+        assert!(Manifest::parse(&GOOD.replace("\"schema\": 1", "\"schema\": 2"))
+            .unwrap_err()
+            .contains("schema 2"));
     }
 
     #[test]

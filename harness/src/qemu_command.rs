@@ -114,12 +114,7 @@ impl QemuCommand {
 
     /// The guest's size: QEMU_RAM_MB and QEMU_CPUS.
     fn size_args(&self) -> Vec<String> {
-        args(&[
-            "-m",
-            &self.ram_mb.to_string(),
-            "-smp",
-            &self.cpus.to_string(),
-        ])
+        args(&["-m", &self.ram_mb.to_string(), "-smp", &self.cpus.to_string()])
     }
 
     /// Direct kernel boot: no bootloader, no firmware menu. `panic=-1` reboots
@@ -155,10 +150,7 @@ impl QemuCommand {
     fn net_args(&self) -> Vec<String> {
         let mut netdev = String::from("user,id=net0");
         for f in &self.forwards {
-            netdev.push_str(&format!(
-                ",hostfwd=tcp:127.0.0.1:{}-:{}",
-                f.host_port, f.guest_port
-            ));
+            netdev.push_str(&format!(",hostfwd=tcp:127.0.0.1:{}-:{}", f.host_port, f.guest_port));
         }
         args(&["-netdev", &netdev, "-device", "virtio-net-pci,netdev=net0"])
     }

@@ -163,13 +163,12 @@ impl QemuProcess {
             self.kill();
             return false;
         }
-        let waited = retry(
-            Deadline::new(timeout, Duration::from_millis(100)),
-            || match self.exit_status() {
+        let waited = retry(Deadline::new(timeout, Duration::from_millis(100)), || {
+            match self.exit_status() {
                 Some(status) => Poll::<_, ()>::Ready(status),
                 None => Poll::Pending("QEMU still running".into()),
-            },
-        );
+            }
+        });
         if waited.is_err() {
             self.kill();
             return false;
@@ -237,26 +236,22 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let grandchild_file = dir.path().join("grandchild");
         // A stand-in for QEMU that starts a grandchild in its group.
-        let script = format!(
-            "sleep 300 & echo $! > '{}'; wait",
-            grandchild_file.display()
-        );
+        let script = format!("sleep 300 & echo $! > '{}'; wait", grandchild_file.display());
         let argv: Vec<String> = vec!["sh".into(), "-c".into(), script];
-        let process =
-            QemuProcess::spawn(&argv, &dir.path().join("log"), &dir.path().join("qmp.sock"))
-                .unwrap();
+        let process = QemuProcess::spawn(&argv, &dir.path().join("log"), &dir.path().join("qmp.sock")).unwrap();
         let pid = process.pid();
-        let grandchild: u32 = retry(
-            Deadline::new(Duration::from_secs(5), Duration::from_millis(10)),
-            || match std::fs::read_to_string(&grandchild_file)
-                .ok()
-                .and_then(|s| s.trim().parse().ok())
-            {
-                Some(p) => Poll::<u32, ()>::Ready(p),
-                None => Poll::Pending("no pid file".into()),
-            },
-        )
-        .unwrap();
+        let grandchild: u32 =
+            retry(
+                Deadline::new(Duration::from_secs(5), Duration::from_millis(10)),
+                || match std::fs::read_to_string(&grandchild_file)
+                    .ok()
+                    .and_then(|s| s.trim().parse().ok())
+                {
+                    Some(p) => Poll::<u32, ()>::Ready(p),
+                    None => Poll::Pending("no pid file".into()),
+                },
+            )
+            .unwrap();
         assert!(alive(pid) && alive(grandchild));
         drop(process);
         let start = Instant::now();
@@ -264,10 +259,7 @@ mod tests {
             std::thread::yield_now();
         }
         assert!(!alive(pid), "QEMU stand-in survived its handle");
-        assert!(
-            !alive(grandchild),
-            "a child in QEMU's process group survived"
-        );
+        assert!(!alive(grandchild), "a child in QEMU's process group survived");
     }
 
     #[test]
@@ -280,8 +272,7 @@ mod tests {
         )
         .unwrap_err();
         assert!(
-            err.to_string()
-                .starts_with("could not start /nonexistent/qemu"),
+            err.to_string().starts_with("could not start /nonexistent/qemu"),
             "{err}"
         );
     }

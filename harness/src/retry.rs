@@ -50,10 +50,7 @@ impl Deadline {
 ///
 /// The condition is looked at once more at the deadline, so a wait never
 /// ends as expired on a condition that held when it gave up.
-pub fn retry<T, E>(
-    deadline: Deadline,
-    mut poll: impl FnMut() -> Poll<T, E>,
-) -> Result<T, RetryError<E>> {
+pub fn retry<T, E>(deadline: Deadline, mut poll: impl FnMut() -> Poll<T, E>) -> Result<T, RetryError<E>> {
     let start = Instant::now();
     let end = start + deadline.timeout;
     loop {
@@ -116,10 +113,9 @@ mod tests {
     #[test]
     fn abort_stops_at_once() {
         let start = Instant::now();
-        let got: Result<(), _> = retry(
-            Deadline::new(Duration::from_secs(60), Duration::from_secs(1)),
-            || Poll::Abort("unit failed"),
-        );
+        let got: Result<(), _> = retry(Deadline::new(Duration::from_secs(60), Duration::from_secs(1)), || {
+            Poll::Abort("unit failed")
+        });
         assert!(matches!(got, Err(RetryError::Aborted("unit failed"))));
         assert!(start.elapsed() < Duration::from_secs(1));
     }

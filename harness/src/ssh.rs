@@ -93,21 +93,17 @@ impl SshSession {
         host_key_blob: &[u8],
         timeout: Duration,
     ) -> Result<Self, SshError> {
-        let tcp = TcpStream::connect_timeout(&addr, timeout)
-            .map_err(|source| SshError::Connect { addr, source })?;
-        let mut session =
-            ssh2::Session::new().map_err(|source| SshError::Handshake { addr, source })?;
+        let tcp = TcpStream::connect_timeout(&addr, timeout).map_err(|source| SshError::Connect { addr, source })?;
+        let mut session = ssh2::Session::new().map_err(|source| SshError::Handshake { addr, source })?;
         session.set_timeout(timeout.as_millis().min(u32::MAX as u128) as u32);
         session.set_tcp_stream(tcp);
         session
             .handshake()
             .map_err(|source| SshError::Handshake { addr, source })?;
-        let (presented, _) = session
-            .host_key()
-            .ok_or_else(|| SshError::HostKeyMismatch {
-                addr,
-                got: "none".into(),
-            })?;
+        let (presented, _) = session.host_key().ok_or_else(|| SshError::HostKeyMismatch {
+            addr,
+            got: "none".into(),
+        })?;
         if presented != host_key_blob {
             return Err(SshError::HostKeyMismatch {
                 addr,
@@ -122,11 +118,7 @@ impl SshSession {
                 key: key.into(),
                 source,
             })?;
-        Ok(SshSession {
-            session,
-            addr,
-            timeout,
-        })
+        Ok(SshSession { session, addr, timeout })
     }
 
     /// Runs `command` through the login shell and collects its output.
@@ -150,11 +142,7 @@ impl SshSession {
             .map_err(|e| fail(with_timeout_hint(e.to_string(), self.timeout)))?;
         channel.wait_close().map_err(timed)?;
         let status = channel.exit_status().map_err(timed)?;
-        Ok(CommandOutput {
-            status,
-            stdout,
-            stderr,
-        })
+        Ok(CommandOutput { status, stdout, stderr })
     }
 }
 
@@ -167,10 +155,6 @@ fn short_fingerprint(blob: &[u8]) -> String {
     let digest = Sha256::digest(blob);
     format!(
         "sha256:{}",
-        digest
-            .iter()
-            .take(8)
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
+        digest.iter().take(8).map(|b| format!("{b:02x}")).collect::<String>()
     )
 }

@@ -73,18 +73,9 @@ impl TestAccess {
             authorized_keys: dir.join("authorized_keys"),
             host_key: dir.join("ssh_host_ed25519_key"),
         };
-        write_private(
-            &access.client_key,
-            client.to_openssh(LineEnding::LF)?.as_bytes(),
-        )?;
-        write_private(
-            &access.host_key,
-            host.to_openssh(LineEnding::LF)?.as_bytes(),
-        )?;
-        write_private(
-            &access.authorized_keys,
-            format!("{client_public}\n").as_bytes(),
-        )?;
+        write_private(&access.client_key, client.to_openssh(LineEnding::LF)?.as_bytes())?;
+        write_private(&access.host_key, host.to_openssh(LineEnding::LF)?.as_bytes())?;
+        write_private(&access.authorized_keys, format!("{client_public}\n").as_bytes())?;
         Ok(access)
     }
 
@@ -130,11 +121,7 @@ mod tests {
         assert_ne!(first.host_key_blob, second.host_key_blob);
         assert!(first.client_public.starts_with("ssh-ed25519 "));
         for f in [&first.client_key, &first.host_key, &first.authorized_keys] {
-            assert_eq!(
-                fs::metadata(f).unwrap().permissions().mode() & 0o777,
-                0o600,
-                "{f:?}"
-            );
+            assert_eq!(fs::metadata(f).unwrap().permissions().mode() & 0o777, 0o600, "{f:?}");
         }
         let shown = format!("{first:?}");
         assert!(!shown.contains("PRIVATE"), "{shown}");

@@ -45,15 +45,9 @@ impl Case {
     /// `Ok` when the case applies to this image; `Err` says why it is ignored.
     pub fn applies_to(&self, manifest: &Manifest) -> Result<(), String> {
         if !self.profiles.contains(&manifest.profile) {
-            return Err(format!(
-                "{} does not apply to {}",
-                self.id(),
-                manifest.profile
-            ));
+            return Err(format!("{} does not apply to {}", self.id(), manifest.profile));
         }
-        self.components
-            .iter()
-            .try_for_each(|c| manifest.unit(c).map(|_| ()))
+        self.components.iter().try_for_each(|c| manifest.unit(c).map(|_| ()))
     }
 }
 
@@ -71,11 +65,7 @@ pub fn all() -> Vec<Case> {
             fault: Fault {
                 description: "nginx.service stopped",
                 inject: |m| stop_unit(m, "nginx"),
-                must_say: &[
-                    "nginx.service",
-                    "systemctl status",
-                    "journal of nginx.service",
-                ],
+                must_say: &["nginx.service", "systemctl status", "journal of nginx.service"],
             },
         },
         Case {
@@ -115,12 +105,8 @@ pub fn prove_fault(case: &Case, machine: &Machine) -> Result<(), String> {
             case.id()
         )
     })?;
-    (case.fault.inject)(machine).map_err(|e| {
-        format!(
-            "could not inject the fault ({}): {e}",
-            case.fault.description
-        )
-    })?;
+    (case.fault.inject)(machine)
+        .map_err(|e| format!("could not inject the fault ({}): {e}", case.fault.description))?;
     match (case.run)(machine) {
         Ok(()) => Err(format!(
             "{} stayed green with the fault \"{}\" injected: the case cannot fail",

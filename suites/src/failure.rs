@@ -37,17 +37,9 @@ impl From<MachineError> for CaseFailure {
 pub type CaseResult = Result<(), CaseFailure>;
 
 /// Fails with "expected …, saw …" and `evidence` when `ok` is false.
-pub fn expect(
-    ok: bool,
-    expected: &str,
-    seen: impl fmt::Display,
-    evidence: impl FnOnce() -> String,
-) -> CaseResult {
+pub fn expect(ok: bool, expected: &str, seen: impl fmt::Display, evidence: impl FnOnce() -> String) -> CaseResult {
     if ok {
         return Ok(());
     }
-    Err(CaseFailure(format!(
-        "expected {expected}, saw {seen}\n{}",
-        evidence()
-    )))
+    Err(CaseFailure(format!("expected {expected}, saw {seen}\n{}", evidence())))
 }

@@ -47,11 +47,7 @@ pub fn postgresql(machine: &Machine) -> CaseResult {
 /// its main process is alive. Fails at once, with the unit's status and
 /// journal, when the unit is failed or stopped.
 pub fn service_is_healthy(machine: &Machine, component: &str) -> CaseResult {
-    let unit = machine
-        .image()
-        .manifest
-        .unit(component)
-        .map_err(CaseFailure::new)?;
+    let unit = machine.image().manifest.unit(component).map_err(CaseFailure::new)?;
     machine.wait_for_unit(unit, UNIT_TIMEOUT)?;
     let out = machine.succeed(&format!(
         "systemctl show {} -p ActiveState -p SubState -p NRestarts -p MainPID",
@@ -69,19 +65,9 @@ pub fn service_is_healthy(machine: &Machine, component: &str) -> CaseResult {
     let pid: u32 = get("MainPID").parse().unwrap_or(0);
     let alive = pid > 0 && machine.execute(&format!("test -d /proc/{pid}"))?.status == 0;
     expect(
-        get("ActiveState") == "active"
-            && get("SubState") == "running"
-            && get("NRestarts") == "0"
-            && alive,
+        get("ActiveState") == "active" && get("SubState") == "running" && get("NRestarts") == "0" && alive,
         &format!("{unit} active, running, NRestarts=0, main process alive"),
-        format!(
-            "{seen}{}",
-            if alive {
-                ""
-            } else {
-                " (main process not alive)"
-            }
-        ),
+        format!("{seen}{}", if alive { "" } else { " (main process not alive)" }),
         || machine.unit_diagnostics(unit),
     )
 }

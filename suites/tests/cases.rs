@@ -133,15 +133,8 @@ fn main() {
         if args.is_filtered_out(trial) || args.is_ignored(trial) {
             continue;
         }
-        if let Some(profile) = trial
-            .name()
-            .split("::")
-            .next()
-            .and_then(|p| p.parse::<Profile>().ok())
-        {
-            pool.slots[&profile]
-                .remaining
-                .fetch_add(1, Ordering::SeqCst);
+        if let Some(profile) = trial.name().split("::").next().and_then(|p| p.parse::<Profile>().ok()) {
+            pool.slots[&profile].remaining.fetch_add(1, Ordering::SeqCst);
         }
     }
     let conclusion = libtest_mimic::run(&args, trials);
