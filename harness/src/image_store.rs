@@ -10,8 +10,19 @@ use sha2::{Digest, Sha256};
 
 use crate::manifest::{Flavor, Image, ManifestError, Profile};
 
-/// The profiles the debian recipe builds so far.
-pub const DEBIAN_PROFILES: &[Profile] = &[Profile::P0];
+/// The profiles the debian recipe builds.
+pub const DEBIAN_PROFILES: &[Profile] = &[Profile::P0, Profile::P1, Profile::P2];
+
+/// What besides the flavor's own recipe directory decides a debian image,
+/// relative to the repository: the shared observability files and the
+/// dispatcher built from the workspace.
+const DEBIAN_INPUTS: &[&str] = &[
+    "observability",
+    "webhook-dispatcher/src",
+    "webhook-dispatcher/Cargo.toml",
+    "webhook-dispatcher/webhook-dispatcher.service",
+    "../Cargo.lock",
+];
 
 /// Bumped when the way recipes turn into images changes outside the recipe files.
 const STORE_VERSION: &str = "rave-image-store-1";
@@ -101,11 +112,23 @@ impl ImageStore {
         ImageStore { cache_dir, recipes_dir }
     }
 
-    /// The hash of everything that decides the image: the recipe files, the spec.
+    /// The hash of everything that decides the image: the recipe files, the
+    /// files it takes from the rest of the repository, the spec.
     pub fn recipe_hash(&self, spec: ImageSpec) -> Result<String, ImageError> {
         let recipe = self.recipe_dir(spec.flavor);
         let mut files = Vec::new();
         collect_files(&recipe, &mut files)?;
+        if spec.flavor == Flavor::Debian {
+            for input in DEBIAN_INPUTS {
+                let path = self.recipes_dir.join(input);
+                // Absent in a test's miniature repository; a real checkout has them all.
+                if path.is_dir() {
+                    collect_files(&path, &mut files)?;
+                } else if path.is_file() {
+                    files.push(path);
+                }
+            }
+        }
         files.sort();
         let mut hasher = Sha256::new();
         hasher.update(STORE_VERSION);
@@ -115,7 +138,7 @@ impl ImageStore {
                 path: file.clone(),
                 source,
             })?;
-            let relative = file.strip_prefix(&recipe).unwrap_or(&file);
+            let relative = file.strip_prefix(&self.recipes_dir).unwrap_or(&file);
             hasher.update(relative.to_string_lossy().as_bytes());
             hasher.update((content.len() as u64).to_le_bytes());
             hasher.update(&content);
@@ -175,13 +198,12 @@ impl ImageStore {
                 source,
             })?;
         }
-        let debs = self.cache_dir.join("debs");
         let status = Command::new("bash")
             .arg(self.recipe_dir(spec.flavor).join("build.sh"))
             .args(["--profile", spec.profile.as_str(), "--out"])
             .arg(&building)
-            .arg("--debs-cache")
-            .arg(&debs)
+            .arg("--cache")
+            .arg(&self.cache_dir)
             .env("SAFE", if spec.safe_mode { "1" } else { "0" })
             .status()
             .map_err(|source| ImageError::Recipe {
@@ -201,7 +223,24 @@ impl ImageStore {
             path: dir.clone(),
             source,
         })?;
+        self.prune_older(spec, &dir);
         Ok(Image::load(&dir)?)
+    }
+
+    /// Removes the images of `spec` built from older recipes (they can never
+    /// be found again). Only a cache: a failure here costs disk, nothing else.
+    fn prune_older(&self, spec: ImageSpec, current: &Path) {
+        let prefix = format!("{}-", spec.name());
+        let Ok(entries) = std::fs::read_dir(self.images_root()) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if path != current && path.is_dir() && name.starts_with(&prefix) {
+                let _ = std::fs::remove_dir_all(&path);
+            }
+        }
     }
 
     /// Whether the harness can build `spec`; `Err` says why not.
@@ -296,6 +335,27 @@ mod tests {
         );
         std::fs::write(tmp.path().join("images/debian/files/a.conf"), "b").unwrap();
         assert_ne!(first, store.recipe_hash(P0).unwrap());
+    }
+
+    #[test]
+    fn a_new_build_prunes_the_images_of_older_recipes() {
+        let (tmp, store) = store_with_recipe();
+        let manifest = r#"{"schema":1,"profile":"p0","flavor":"debian","safe_mode":true,"kernel":"k","initrd":"i","disk":"d","kernel_cmdline":"","ssh_user":"agent","ca_cert":null,"components":{}}"#;
+        let script = format!("mkdir -p \"$4\" && cd \"$4\" && touch k i d && printf '%s' '{manifest}' > manifest.json");
+        std::fs::write(tmp.path().join("images/debian/build.sh"), &script).unwrap();
+        let old = store.ensure(P0).unwrap().dir;
+        let other_spec = store
+            .ensure(ImageSpec {
+                profile: Profile::P1,
+                ..P0
+            })
+            .unwrap()
+            .dir;
+        std::fs::write(tmp.path().join("images/debian/build.sh"), format!("{script} # changed")).unwrap();
+        let new = store.ensure(P0).unwrap().dir;
+        assert_ne!(old, new);
+        assert!(!old.exists(), "the image of the older recipe is gone");
+        assert!(new.exists() && other_spec.exists(), "other specs are kept");
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod accel;
 pub mod config;
 pub mod console;
 pub mod host_check;
+pub mod https;
 pub mod image_store;
 pub mod launcher;
 pub mod machine;

@@ -15,18 +15,22 @@ use std::time::Duration;
 use crate::config::RunConfig;
 use crate::console;
 use crate::host_check::{find_program, find_qemu, HostError, HostResources};
+use crate::https::{HttpResponse, HttpsClient};
 use crate::manifest::Image;
 use crate::ports::free_loopback_port;
-use crate::qemu_command::{Accel, PortForward, QemuCommand};
+use crate::qemu_command::{Accel, FwCfgFile, PortForward, QemuCommand};
 use crate::qemu_process::{QemuError, QemuProcess};
 use crate::retry::{retry, Deadline, Poll, RetryError};
-use crate::ssh::{CommandOutput, SshError, SshSession};
+use crate::ssh::{AuthProbe, CommandOutput, SshError, SshSession};
 use crate::test_access::{KeyError, TestAccess};
 
 /// Lines of the serial console carried by an error.
 pub const SERIAL_TAIL_LINES: usize = 30;
 /// Journal lines of a unit carried by a unit's diagnostics.
 pub const JOURNAL_LINES: usize = 50;
+
+/// The fw_cfg name under which the guest finds the age identity of its secrets.
+pub const FW_CFG_AGE_IDENTITY: &str = "opt/rave/age-identity";
 
 /// The guest's HTTPS port (nginx, `rave.local`).
 pub const GUEST_HTTPS_PORT: u16 = 3002;
@@ -84,6 +88,14 @@ pub enum MachineError {
         name: String,
         /// The SSH step that failed.
         source: Box<SshError>,
+    },
+    /// An HTTPS exchange failed.
+    #[error("guest {name}: {message}")]
+    Https {
+        /// The guest.
+        name: String,
+        /// What failed.
+        message: String,
     },
     /// `succeed` ran a command that failed.
     #[error("guest {name}: command `{command}` exited {status}\nstdout: {stdout}\nstderr: {stderr}")]
@@ -231,7 +243,14 @@ impl Machine {
             ],
             serial_log: state_dir.join("serial.log"),
             qmp_socket: state_dir.join("qmp.sock"),
-            fw_cfg: access.fw_cfg(),
+            fw_cfg: access
+                .fw_cfg()
+                .into_iter()
+                .chain(image.age_identity().map(|path| FwCfgFile {
+                    name: FW_CFG_AGE_IDENTITY.into(),
+                    path,
+                }))
+                .collect(),
         };
         std::fs::write(state_dir.join("qemu.argv"), command.argv().join("\n")).map_err(setup("writing qemu.argv"))?;
         let process = QemuProcess::spawn(&command.argv(), &state_dir.join("qemu.log"), &command.qmp_socket)?;
@@ -301,6 +320,81 @@ impl Machine {
         console::tail(&self.serial_log(), SERIAL_TAIL_LINES)
     }
 
+    /// Sends `method path` to `https://rave.local:3002` through the forwarded
+    /// port, verified against the image's CA only.
+    pub fn https(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&str>,
+    ) -> Result<HttpResponse, MachineError> {
+        self.ensure_running()?;
+        let client =
+            HttpsClient::new(self.image.ca_cert().as_deref(), self.https_port, self.command_timeout).map_err(|e| {
+                MachineError::Https {
+                    name: self.name.clone(),
+                    message: e.to_string(),
+                }
+            })?;
+        client
+            .request(method, path, headers, body)
+            .map_err(|e| MachineError::Https {
+                name: self.name.clone(),
+                message: e.to_string(),
+            })
+    }
+
+    /// `GET path` over HTTPS (see [`Machine::https`]).
+    pub fn https_get(&self, path: &str) -> Result<HttpResponse, MachineError> {
+        self.https("GET", path, &[], None)
+    }
+
+    /// Forwards a new host port on 127.0.0.1 to `guest_port` (QEMU user
+    /// networking, added at run time over QMP); returns the host port.
+    pub fn forward(&self, guest_port: u16) -> Result<u16, MachineError> {
+        let host_port = free_loopback_port().map_err(|e| MachineError::Setup {
+            what: "finding a free port".into(),
+            message: e.to_string(),
+        })?;
+        let said = self
+            .lock_qemu()
+            .monitor(&format!("hostfwd_add tcp:127.0.0.1:{host_port}-:{guest_port}"))?;
+        if !said.trim().is_empty() {
+            return Err(MachineError::Setup {
+                what: format!("forwarding guest port {guest_port}"),
+                message: said.trim().into(),
+            });
+        }
+        Ok(host_port)
+    }
+
+    /// What sshd tells an unauthenticated client about `user`, and whether
+    /// `password` gets in (see [`crate::ssh::probe_auth`]).
+    pub fn ssh_auth_probe(&self, user: &str, password: &str) -> Result<AuthProbe, MachineError> {
+        crate::ssh::probe_auth(
+            self.ssh_addr(),
+            user,
+            password,
+            &self.access.host_key_blob,
+            self.command_timeout,
+        )
+        .map_err(|e| self.ssh_error(e))
+    }
+
+    /// Whether a key login as `user` with the run's client key works.
+    pub fn ssh_key_login(&self, user: &str) -> Result<(), MachineError> {
+        SshSession::connect(
+            self.ssh_addr(),
+            user,
+            &self.access.client_key,
+            &self.access.host_key_blob,
+            self.command_timeout,
+        )
+        .map(|_| ())
+        .map_err(|e| self.ssh_error(e))
+    }
+
     /// Waits until a key login as the image's SSH user works.
     pub fn wait_for_ssh(&self, timeout: Duration) -> Result<(), MachineError> {
         let addr = self.ssh_addr();
@@ -327,6 +421,11 @@ impl Machine {
 
     /// Runs `command` in the guest as the SSH user: status, stdout, stderr.
     pub fn execute(&self, command: &str) -> Result<CommandOutput, MachineError> {
+        self.execute_within(command, self.command_timeout)
+    }
+
+    /// [`Machine::execute`] for a command that may take up to `timeout`.
+    pub fn execute_within(&self, command: &str, timeout: Duration) -> Result<CommandOutput, MachineError> {
         self.ensure_running()?;
         let mut guard = self.lock_ssh();
         if guard.is_none() {
@@ -340,7 +439,7 @@ impl Machine {
             .map_err(|e| self.ssh_error(e))?;
             *guard = Some(session);
         }
-        let result = guard.as_ref().map(|s| s.exec(command));
+        let result = guard.as_ref().map(|s| s.exec_with_timeout(command, timeout));
         match result {
             Some(Ok(output)) => Ok(output),
             Some(Err(e)) => {
@@ -400,8 +499,10 @@ impl Machine {
     /// journal, when it is failed, stopped with no job queued, or not found.
     pub fn wait_for_unit(&self, unit: &str, timeout: Duration) -> Result<(), MachineError> {
         let quoted = quote(unit);
+        // Jobs first, state second: a job that finishes between the two reads
+        // leaves the unit active, so "no job, and inactive" cannot be a race.
         let probe = format!(
-            "systemctl show {quoted} -p LoadState -p ActiveState -p SubState; echo Jobs=$(systemctl list-jobs --no-legend {quoted} | wc -l)"
+            "echo Jobs=$(systemctl list-jobs --no-legend {quoted} | wc -l); systemctl show {quoted} -p LoadState -p ActiveState -p SubState"
         );
         let what = format!("unit {unit} to be active");
         self.wait(&what, Deadline::new(timeout, Duration::from_millis(500)), || {

@@ -107,6 +107,13 @@ pub struct Manifest {
     pub ssh_user: String,
     /// The CA certificate that signs the HTTPS certificate, when the profile has one.
     pub ca_cert: Option<PathBuf>,
+    /// The age identity that decrypts the image's secrets, handed to the guest at boot
+    /// (fw_cfg `opt/rave/age-identity`); never on the guest's disk.
+    #[serde(default)]
+    pub age_identity: Option<PathBuf>,
+    /// The MemoryMax each component's unit must have, by component.
+    #[serde(default)]
+    pub limits: BTreeMap<String, String>,
     /// Components present, by contract name.
     pub components: BTreeMap<String, Component>,
     /// Components of the contract this image lacks, with the reason.
@@ -189,6 +196,10 @@ impl Image {
     /// The CA certificate's path, when there is one.
     pub fn ca_cert(&self) -> Option<PathBuf> {
         self.manifest.ca_cert.as_ref().map(|c| self.dir.join(c))
+    }
+    /// The age identity's path, when the image has encrypted secrets.
+    pub fn age_identity(&self) -> Option<PathBuf> {
+        self.manifest.age_identity.as_ref().map(|c| self.dir.join(c))
     }
 }
 

@@ -10,3 +10,45 @@ pub fn free_loopback_port() -> std::io::Result<u16> {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
     Ok(listener.local_addr()?.port())
 }
+
+/// What a probe of a forwarded port saw. Through QEMU user networking the
+/// connect always succeeds at once; what comes next tells the cases apart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProbeResult {
+    /// A listener answered: bytes, or a clean close.
+    Answered(String),
+    /// The connection was reset: nothing listens there, or the firewall rejects.
+    Reset,
+    /// Nothing at all until the timeout: the firewall drops.
+    Silent,
+}
+
+impl ProbeResult {
+    /// Whether something in the guest answered.
+    pub fn answered(&self) -> bool {
+        matches!(self, ProbeResult::Answered(_))
+    }
+}
+
+/// Connects to 127.0.0.1:`port` and waits up to `wait` for anything to come back.
+pub fn probe(port: u16, wait: std::time::Duration) -> std::io::Result<ProbeResult> {
+    use std::io::Read;
+    let mut stream = std::net::TcpStream::connect_timeout(&(Ipv4Addr::LOCALHOST, port).into(), wait)?;
+    stream.set_read_timeout(Some(wait))?;
+    let mut buf = [0u8; 64];
+    match stream.read(&mut buf) {
+        Ok(n) => Ok(ProbeResult::Answered(String::from_utf8_lossy(&buf[..n]).into_owned())),
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+            Ok(ProbeResult::Silent)
+        }
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::ConnectionAborted
+            ) =>
+        {
+            Ok(ProbeResult::Reset)
+        }
+        Err(e) => Err(e),
+    }
+}

@@ -176,6 +176,19 @@ impl QemuProcess {
         true
     }
 
+    /// Runs a human-monitor command (e.g. `hostfwd_add …`) over QMP; returns its output.
+    pub fn monitor(&self, command_line: &str) -> Result<String, QemuError> {
+        self.qmp(
+            |qmp| {
+                qmp.execute(&qapi::qmp::human_monitor_command {
+                    command_line: command_line.to_string(),
+                    cpu_index: None,
+                })
+            },
+            "human-monitor-command",
+        )
+    }
+
     /// Kills the whole process group at once and reaps QEMU.
     pub fn kill(&mut self) {
         if self.exit_status().is_some() {

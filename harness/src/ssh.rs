@@ -93,23 +93,7 @@ impl SshSession {
         host_key_blob: &[u8],
         timeout: Duration,
     ) -> Result<Self, SshError> {
-        let tcp = TcpStream::connect_timeout(&addr, timeout).map_err(|source| SshError::Connect { addr, source })?;
-        let mut session = ssh2::Session::new().map_err(|source| SshError::Handshake { addr, source })?;
-        session.set_timeout(timeout.as_millis().min(u32::MAX as u128) as u32);
-        session.set_tcp_stream(tcp);
-        session
-            .handshake()
-            .map_err(|source| SshError::Handshake { addr, source })?;
-        let (presented, _) = session.host_key().ok_or_else(|| SshError::HostKeyMismatch {
-            addr,
-            got: "none".into(),
-        })?;
-        if presented != host_key_blob {
-            return Err(SshError::HostKeyMismatch {
-                addr,
-                got: short_fingerprint(presented),
-            });
-        }
+        let session = handshake(addr, host_key_blob, timeout)?;
         session
             .userauth_pubkey_file(user, None, key, None)
             .map_err(|source| SshError::Authentication {
@@ -121,29 +105,96 @@ impl SshSession {
         Ok(SshSession { session, addr, timeout })
     }
 
+    /// [`SshSession::exec`] with a longer (or shorter) bound for this one command.
+    pub fn exec_with_timeout(&self, command: &str, timeout: Duration) -> Result<CommandOutput, SshError> {
+        self.session
+            .set_timeout(timeout.as_millis().min(u32::MAX as u128) as u32);
+        let result = self.exec_bounded(command, timeout);
+        self.session
+            .set_timeout(self.timeout.as_millis().min(u32::MAX as u128) as u32);
+        result
+    }
+
     /// Runs `command` through the login shell and collects its output.
     pub fn exec(&self, command: &str) -> Result<CommandOutput, SshError> {
+        self.exec_bounded(command, self.timeout)
+    }
+
+    fn exec_bounded(&self, command: &str, bound: Duration) -> Result<CommandOutput, SshError> {
         let fail = |message: String| SshError::Command {
             command: command.into(),
             addr: self.addr,
             message,
         };
-        let timed = |e: ssh2::Error| fail(with_timeout_hint(e.to_string(), self.timeout));
+        let timed = |e: ssh2::Error| fail(with_timeout_hint(e.to_string(), bound));
         let mut channel = self.session.channel_session().map_err(timed)?;
         channel.exec(command).map_err(timed)?;
         let mut stdout = String::new();
         channel
             .read_to_string(&mut stdout)
-            .map_err(|e| fail(with_timeout_hint(e.to_string(), self.timeout)))?;
+            .map_err(|e| fail(with_timeout_hint(e.to_string(), bound)))?;
         let mut stderr = String::new();
         channel
             .stderr()
             .read_to_string(&mut stderr)
-            .map_err(|e| fail(with_timeout_hint(e.to_string(), self.timeout)))?;
+            .map_err(|e| fail(with_timeout_hint(e.to_string(), bound)))?;
         channel.wait_close().map_err(timed)?;
         let status = channel.exit_status().map_err(timed)?;
         Ok(CommandOutput { status, stdout, stderr })
     }
+}
+
+/// What an unauthenticated client learns from sshd: the methods it offers
+/// for `user`, and whether a password attempt got in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthProbe {
+    /// The methods sshd offers, e.g. `["publickey"]`.
+    pub methods: Vec<String>,
+    /// Whether a login with a wrong password succeeded (it must not).
+    pub password_accepted: bool,
+}
+
+/// Connects as an attacker would (host key still pinned) and asks sshd which
+/// methods it offers `user`, then tries `password`.
+pub fn probe_auth(
+    addr: SocketAddr,
+    user: &str,
+    password: &str,
+    host_key_blob: &[u8],
+    timeout: Duration,
+) -> Result<AuthProbe, SshError> {
+    let session = handshake(addr, host_key_blob, timeout)?;
+    let methods = session
+        .auth_methods(user)
+        .map(|m| m.split(',').map(str::to_string).collect())
+        .unwrap_or_default();
+    let password_accepted = session.userauth_password(user, password).is_ok() && session.authenticated();
+    Ok(AuthProbe {
+        methods,
+        password_accepted,
+    })
+}
+
+/// A TCP connection and SSH handshake with the host key checked.
+fn handshake(addr: SocketAddr, host_key_blob: &[u8], timeout: Duration) -> Result<ssh2::Session, SshError> {
+    let tcp = TcpStream::connect_timeout(&addr, timeout).map_err(|source| SshError::Connect { addr, source })?;
+    let mut session = ssh2::Session::new().map_err(|source| SshError::Handshake { addr, source })?;
+    session.set_timeout(timeout.as_millis().min(u32::MAX as u128) as u32);
+    session.set_tcp_stream(tcp);
+    session
+        .handshake()
+        .map_err(|source| SshError::Handshake { addr, source })?;
+    let (presented, _) = session.host_key().ok_or_else(|| SshError::HostKeyMismatch {
+        addr,
+        got: "none".into(),
+    })?;
+    if presented != host_key_blob {
+        return Err(SshError::HostKeyMismatch {
+            addr,
+            got: short_fingerprint(presented),
+        });
+    }
+    Ok(session)
 }
 
 fn with_timeout_hint(message: String, timeout: Duration) -> String {

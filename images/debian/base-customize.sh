@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# mmdebstrap customize hook: turns the installed package set into a rave guest.
-#   customize.sh ROOTFS PROFILE
+# mmdebstrap customize hook of the base layer, shared by every profile: the
+# installed package set becomes a bootable guest with test access.
+#   base-customize.sh ROOTFS
 # Runs on the host with ROOTFS mounted; commands inside use chroot.
 set -euo pipefail
 root=$1
-profile=$2
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-files="$here/files"
+files="$here/files/base"
 
 in_root() { chroot "$root" "$@"; }
 
@@ -44,6 +44,16 @@ printf 'MODULES=list\n' >"$root/etc/initramfs-tools/conf.d/rave"
 printf 'virtio_pci\nvirtio_blk\nvirtio_net\next4\n' >"$root/etc/initramfs-tools/modules"
 in_root update-initramfs -u -k all >/dev/null
 
+# The services of the upper layers start only where a layer enables them.
+for unit in nginx.service prometheus.service prometheus-node-exporter.service prometheus-pushgateway.service nftables.service; do
+  in_root systemctl disable "$unit" >/dev/null 2>&1
+done
+# Debian's node exporter textfile collectors, if they came along, are not part of the contract.
+for timer in "$root"/lib/systemd/system/prometheus-node-exporter-*.timer; do
+  if [ -e "$timer" ]; then in_root systemctl mask "$(basename "$timer")" >/dev/null 2>&1; fi
+done
+rm -f "$root/etc/nginx/sites-enabled/default"
+
 # Nothing in the image needs the package lists.
 rm -rf "$root"/var/lib/apt/lists/*
-echo "customized for $profile"
+echo "base customized"

@@ -1,0 +1,72 @@
+# The profile layers, each on top of the one below: p0 on the base rootfs,
+# p1 on p0, p2 on p1. Sourced by build.sh; each function takes the rootfs.
+# shellcheck shell=bash disable=SC2154
+# Uses from build.sh: $here (this directory), $repo, $stage (artifacts:
+# node, vibe-kanban, claude-code-router, the dispatcher), $secrets_plain
+# (the plaintext secrets, only on the host, deleted after the build),
+# $age_recipient, $safe.
+
+layer_p0() {
+  local root=$1 files="$here/files/p0"
+  in_root() { chroot "$root" "$@"; }
+
+  # The webhook dispatcher from the workspace build, as its own system user.
+  in_root useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin webhook
+  install -D -m 0755 "$stage/webhook-dispatcher" "$root/usr/local/bin/webhook-dispatcher"
+  install -D -m 0644 "$repo/images/webhook-dispatcher/webhook-dispatcher.service" "$root/etc/systemd/system/webhook-dispatcher.service"
+  install -D -m 0644 "$files/dispatcher-order.conf" "$root/etc/systemd/system/webhook-dispatcher.service.d/10-rave.conf"
+  install -D -m 0755 "$files/rave-db-setup" "$root/usr/local/lib/rave/rave-db-setup"
+  install -D -m 0644 "$files/rave-db-setup.service" "$root/etc/systemd/system/rave-db-setup.service"
+
+  # vibe-kanban (its linux-x64 binary from the npm package) and
+  # claude-code-router (on Node 22 from npm), both as agent.
+  install -D -m 0755 "$stage/vibe-kanban" "$root/opt/vibe-kanban/vibe-kanban"
+  cp -a "$stage/node" "$root/opt/node"
+  cp -a "$stage/claude-code-router" "$root/opt/claude-code-router"
+  install -d -m 0700 -o "$(agent_uid "$root")" -g users "$root/home/agent/.claude-code-router"
+  install -m 0600 -o "$(agent_uid "$root")" -g users "$files/ccr-config.json" "$root/home/agent/.claude-code-router/config.json"
+  install -D -m 0644 "$files/vibe-kanban.service" "$root/etc/systemd/system/vibe-kanban.service"
+  install -D -m 0644 "$files/claude-code-router.service" "$root/etc/systemd/system/claude-code-router.service"
+
+  # Secrets: only their age-encrypted form is on the disk.
+  install -d -m 0700 "$root/etc/rave/secrets"
+  local name _owner
+  while read -r name _owner; do
+    age --encrypt --recipient "$age_recipient" --output "$root/etc/rave/secrets/$name.age" "$secrets_plain/$name"
+  done <"$secrets_plain/owners"
+  install -m 0600 "$secrets_plain/owners" "$root/etc/rave/secrets/owners"
+  install -D -m 0755 "$files/rave-secrets" "$root/usr/local/lib/rave/rave-secrets"
+  install -D -m 0644 "$files/rave-secrets.service" "$root/etc/systemd/system/rave-secrets.service"
+
+  # nginx: rave.local on 3002 with TLS from the secrets.
+  install -D -m 0644 "$files/rave.local.conf" "$root/etc/nginx/sites-enabled/rave.local.conf"
+  install -D -m 0644 "$files/after-secrets.conf" "$root/etc/systemd/system/nginx.service.d/10-rave-secrets.conf"
+
+  in_root systemctl enable rave-secrets.service rave-db-setup.service webhook-dispatcher.service \
+    vibe-kanban.service claude-code-router.service nginx.service >/dev/null 2>&1
+}
+
+layer_p1() {
+  local root=$1 files="$here/files/p1"
+  install -D -m 0644 "$files/sshd-hardening.conf" "$root/etc/ssh/sshd_config.d/20-rave-hardening.conf"
+  install -D -m 0755 "$files/nftables.conf" "$root/etc/nftables.conf"
+  chroot "$root" systemctl enable nftables.service >/dev/null 2>&1
+}
+
+layer_p2() {
+  local root=$1 files="$here/files/p2" obs="$repo/images/observability"
+  local retention scrape prometheus_max
+  if [ "$safe" = 1 ]; then retention=3d scrape=30s prometheus_max=256M; else retention=7d scrape=15s prometheus_max=512M; fi
+  sed "s/@SCRAPE_INTERVAL@/$scrape/" "$obs/prometheus.yml.in" >"$root/etc/prometheus/prometheus.yml"
+  install -D -m 0644 "$obs/alert-rules.yml" "$root/etc/prometheus/rules/rave.yml"
+  printf 'ARGS="--web.listen-address=127.0.0.1:9090 --storage.tsdb.retention.time=%s"\n' "$retention" >"$root/etc/default/prometheus"
+  install -m 0644 "$files/prometheus-node-exporter.default" "$root/etc/default/prometheus-node-exporter"
+  install -m 0644 "$files/prometheus-pushgateway.default" "$root/etc/default/prometheus-pushgateway"
+  install -d "$root/etc/systemd/system/prometheus.service.d"
+  printf '[Service]\nMemoryMax=%s\n' "$prometheus_max" >"$root/etc/systemd/system/prometheus.service.d/10-rave-safe-mode.conf"
+  chroot "$root" systemctl enable prometheus.service prometheus-node-exporter.service prometheus-pushgateway.service >/dev/null 2>&1
+}
+
+agent_uid() {
+  awk -F: '$1 == "agent" { print $3 }' "$1/etc/passwd"
+}
