@@ -90,7 +90,7 @@ impl QemuCommand {
     fn base_args(&self) -> Vec<String> {
         args(&[
             "-name",
-            &format!("{},process={}", self.name, self.name),
+            &self.name,
             "-machine",
             "q35",
             "-nodefaults",

@@ -2,6 +2,8 @@
 //! needs, how it runs, and the fault that must turn it red.
 
 use rave_harness::machine::quote;
+use std::time::Duration;
+
 use rave_harness::manifest::{Manifest, Profile};
 use rave_harness::{Machine, MachineError};
 
@@ -149,9 +151,11 @@ pub fn all() -> Vec<Case> {
             components: &["nginx", "vibe-kanban"],
             run: http_health::vibe_kanban_response,
             fault: Fault {
-                description: "vibe-kanban.service stopped behind nginx",
-                inject: |m| stop_unit(m, "vibe-kanban"),
-                must_say: &["GET / to answer 200", "502"],
+                description: "nginx's / serving a page of its own instead of vibe-kanban",
+                inject: |m| {
+                    edit_nginx_site(m, "s#proxy_pass http://127.0.0.1:3000;#default_type text/html; return 200 '<title>Welcome to nginx!</title>';#")
+                },
+                must_say: &["to be the vibe-kanban app", "Welcome to nginx"],
             },
         },
         Case {
@@ -173,9 +177,14 @@ pub fn all() -> Vec<Case> {
             components: &["nginx", "claude-code-router"],
             run: http_health::ccr_response,
             fault: Fault {
-                description: "claude-code-router.service stopped behind nginx",
-                inject: |m| stop_unit(m, "claude-code-router"),
-                must_say: &["GET /ccr-ui/ to answer 200", "502"],
+                description: "nginx's /ccr-ui/ proxied to a path claude-code-router does not serve",
+                inject: |m| {
+                    edit_nginx_site(
+                        m,
+                        "s#proxy_pass http://127.0.0.1:3456/ui/;#proxy_pass http://127.0.0.1:3456/nope/;#",
+                    )
+                },
+                must_say: &["GET /ccr-ui/ to answer 200", "saw 404"],
             },
         },
         Case {
@@ -186,10 +195,7 @@ pub fn all() -> Vec<Case> {
             run: http_health::webhook_security,
             fault: Fault {
                 description: "nginx's X-Frame-Options header removed",
-                inject: |m| {
-                    m.succeed("sudo sed -i '/X-Frame-Options/d' /etc/nginx/sites-enabled/rave.local.conf && sudo systemctl reload nginx")
-                        .map(|_| ())
-                },
+                inject: |m| edit_nginx_site(m, "/X-Frame-Options/d"),
                 must_say: &["header x-frame-options", "None"],
             },
         },
@@ -202,10 +208,10 @@ pub fn all() -> Vec<Case> {
             fault: Fault {
                 description: "nginx allowed TLS 1.0 and 1.1",
                 inject: |m| {
-                    m.succeed(
-                        "sudo sed -i 's/ssl_protocols TLSv1.2 TLSv1.3;/ssl_protocols TLSv1 TLSv1.1 TLSv1.2 TLSv1.3; ssl_ciphers DEFAULT@SECLEVEL=0;/' /etc/nginx/sites-enabled/rave.local.conf && sudo systemctl reload nginx",
+                    edit_nginx_site(
+                        m,
+                        "s/ssl_protocols TLSv1.2 TLSv1.3;/ssl_protocols TLSv1 TLSv1.1 TLSv1.2 TLSv1.3; ssl_ciphers DEFAULT@SECLEVEL=0;/",
                     )
-                    .map(|_| ())
                 },
                 must_say: &["handshake to be refused"],
             },
@@ -219,8 +225,9 @@ pub fn all() -> Vec<Case> {
             fault: Fault {
                 description: "sshd allowed password login",
                 inject: |m| {
-                    m.succeed("printf 'PasswordAuthentication yes\\n' | sudo tee /etc/ssh/sshd_config.d/00-fault.conf >/dev/null && sudo systemctl reload ssh")
-                        .map(|_| ())
+                    m.succeed("printf 'PasswordAuthentication yes\\n' | sudo tee /etc/ssh/sshd_config.d/00-fault.conf >/dev/null && sudo systemctl reload ssh")?;
+                    // The reload re-executes sshd: hand the guest over once it answers again.
+                    m.wait_for_ssh(Duration::from_secs(60))
                 },
                 must_say: &["password"],
             },
@@ -277,9 +284,12 @@ pub fn all() -> Vec<Case> {
             components: &["prometheus", "pushgateway", "node-exporter", "webhook-dispatcher"],
             run: p2_observability::prometheus_targets,
             fault: Fault {
-                description: "the pushgateway target stopped",
-                inject: |m| stop_unit(m, "pushgateway"),
-                must_say: &["pushgateway: down"],
+                description: "the pushgateway target corrupted (scraped at a port nothing serves)",
+                inject: |m| {
+                    m.succeed("sudo sed -i \"s/127.0.0.1:9091/127.0.0.1:9092/\" /etc/prometheus/prometheus.yml && sudo systemctl reload prometheus")
+                        .map(|_| ())
+                },
+                must_say: &["pushgateway: down", "9092"],
             },
         },
         Case {
@@ -334,6 +344,16 @@ pub fn all() -> Vec<Case> {
             },
         },
     ]
+}
+
+/// Applies the sed `script` to nginx's rave.local site and reloads nginx.
+pub fn edit_nginx_site(machine: &Machine, script: &str) -> Result<(), MachineError> {
+    machine
+        .succeed(&format!(
+            "sudo sed -i {} /etc/nginx/sites-enabled/rave.local.conf && sudo nginx -t -q && sudo systemctl restart nginx",
+            quote(script)
+        ))
+        .map(|_| ())
 }
 
 /// Adds a drop-in with `body` to the unit of `component` and restarts it.

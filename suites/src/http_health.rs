@@ -6,6 +6,7 @@ use rave_harness::machine::quote;
 use rave_harness::Machine;
 
 use crate::failure::{expect, CaseFailure, CaseResult};
+use crate::systemd_services::UNIT_TIMEOUT;
 
 /// The headers every answer through nginx must carry, with the value each must have (if fixed).
 pub const SECURITY_HEADERS: &[(&str, Option<&str>)] = &[
@@ -17,6 +18,7 @@ pub const SECURITY_HEADERS: &[(&str, Option<&str>)] = &[
 
 /// `http_health::vibe_kanban_response`: `/` is the vibe-kanban app, not an nginx page.
 pub fn vibe_kanban_response(machine: &Machine) -> CaseResult {
+    backends_ready(machine, &[("vibe-kanban", 3000)])?;
     let answer = machine.https_get("/")?;
     status_is(&answer, "GET /", 200)?;
     security_headers(&answer, "GET /")?;
@@ -30,6 +32,7 @@ pub fn vibe_kanban_response(machine: &Machine) -> CaseResult {
 
 /// `http_health::grafana_response`: `/grafana/api/health` says the database is ok.
 pub fn grafana_response(machine: &Machine) -> CaseResult {
+    backends_ready(machine, &[("grafana", 3030)])?;
     let answer = machine.https_get("/grafana/api/health")?;
     status_is(&answer, "GET /grafana/api/health", 200)?;
     security_headers(&answer, "GET /grafana/api/health")?;
@@ -43,6 +46,7 @@ pub fn grafana_response(machine: &Machine) -> CaseResult {
 
 /// `http_health::ccr_response`: `/ccr-ui/` is claude-code-router's UI.
 pub fn ccr_response(machine: &Machine) -> CaseResult {
+    backends_ready(machine, &[("claude-code-router", 3456)])?;
     let answer = machine.https_get("/ccr-ui/")?;
     status_is(&answer, "GET /ccr-ui/", 200)?;
     security_headers(&answer, "GET /ccr-ui/")?;
@@ -58,6 +62,7 @@ pub fn ccr_response(machine: &Machine) -> CaseResult {
 /// right token (the guest's decrypted secret) with a valid event gets 2xx and
 /// the event is stored once, also when delivered again; GET gets 405.
 pub fn webhook_security(machine: &Machine) -> CaseResult {
+    backends_ready(machine, &[("webhook-dispatcher", 3001)])?;
     let secret = webhook_secret(machine)?;
     let key = format!(
         "rave-case-{}",
@@ -113,6 +118,19 @@ pub fn webhook_security(machine: &Machine) -> CaseResult {
     let get = machine.https_get("/webhook")?;
     status_is(&get, "GET /webhook", 405)?;
     security_headers(&get, "GET /webhook")
+}
+
+/// Waits (bounded) until nginx and each backend's unit is active and its
+/// port listens: a service is "up" for a user only once it answers.
+pub fn backends_ready(machine: &Machine, backends: &[(&str, u16)]) -> CaseResult {
+    let manifest = &machine.image().manifest;
+    machine.wait_for_unit(manifest.unit("nginx").map_err(CaseFailure::new)?, UNIT_TIMEOUT)?;
+    machine.wait_for_open_port(crate::security::GUEST_HTTPS_PORT, UNIT_TIMEOUT)?;
+    for (component, port) in backends {
+        machine.wait_for_unit(manifest.unit(component).map_err(CaseFailure::new)?, UNIT_TIMEOUT)?;
+        machine.wait_for_open_port(*port, UNIT_TIMEOUT)?;
+    }
+    Ok(())
 }
 
 /// The webhook secret as the dispatcher reads it (decrypted at boot).

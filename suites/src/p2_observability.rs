@@ -29,6 +29,8 @@ pub const SCRAPE_WAIT: Duration = Duration::from_secs(75);
 /// retention and scrape interval of the SAFE mode the image was built with.
 pub fn prometheus_health(machine: &Machine) -> CaseResult {
     service_is_healthy(machine, "prometheus")?;
+    // A (re)started Prometheus answers only after it has loaded its data.
+    machine.wait_until_succeeds("curl -fsS -o /dev/null http://127.0.0.1:9090/-/ready", SCRAPE_WAIT)?;
     for path in ["/-/healthy", "/-/ready"] {
         let code = machine.succeed(&format!(
             "curl -s -o /dev/null -w '%{{http_code}}' http://127.0.0.1:9090{path}"
@@ -74,9 +76,21 @@ pub fn prometheus_health(machine: &Machine) -> CaseResult {
 
 /// `p2_observability::prometheus_targets`: every configured job's targets are up within a bounded wait.
 pub fn prometheus_targets(machine: &Machine) -> CaseResult {
-    // Bounded: until no target is down or unknown, or two scrape intervals pass.
-    let settled = machine.wait_until_succeeds(
-        "curl -fsS http://127.0.0.1:9090/api/v1/targets | grep -q '\"health\":\"up\"' && ! curl -fsS http://127.0.0.1:9090/api/v1/targets | grep -q '\"health\":\"\\(down\\|unknown\\)\"'",
+    crate::http_health::backends_ready(
+        machine,
+        &[
+            ("prometheus", 9090),
+            ("node-exporter", 9100),
+            ("pushgateway", 9091),
+            ("webhook-dispatcher", 3001),
+        ],
+    )?;
+    // Health is as old as the last scrape: judge only scrapes newer than now.
+    let started = machine.succeed("date +%s")?.trim().to_string();
+    let fresh = machine.wait_until_succeeds(
+        &format!(
+            "test \"$(curl -fsS -G --data-urlencode 'query=min(timestamp(up))' http://127.0.0.1:9090/api/v1/query | grep -o '\"[0-9.]*\"]' | tr -d '\"]' | cut -d. -f1)\" -gt {started}"
+        ),
         SCRAPE_WAIT,
     );
     let targets = prometheus_api(machine, "/api/v1/targets")?;
@@ -101,8 +115,8 @@ pub fn prometheus_targets(machine: &Machine) -> CaseResult {
         states.push(format!("{job}: {state}"));
     }
     expect(
-        settled.is_ok() && not_up.is_empty(),
-        &format!("every target of {JOBS:?} up within {SCRAPE_WAIT:?}"),
+        fresh.is_ok() && not_up.is_empty(),
+        &format!("every target of {JOBS:?} up in a scrape newer than the case's start (waited up to {SCRAPE_WAIT:?})"),
         states.join(", "),
         String::new,
     )
@@ -165,6 +179,14 @@ pub fn webhook_metrics(machine: &Machine) -> CaseResult {
             metric(&text, "webhook_errors_total")?,
         ))
     };
+    crate::http_health::backends_ready(
+        machine,
+        &[
+            ("webhook-dispatcher", 3001),
+            ("pushgateway", 9091),
+            ("prometheus", 9090),
+        ],
+    )?;
     let (requests_before, errors_before) = read()?;
     let secret = webhook_secret(machine)?;
     let key = format!("rave-metrics-{}", std::process::id());
