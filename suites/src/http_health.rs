@@ -3,7 +3,7 @@
 
 use rave_harness::https::HttpResponse;
 use rave_harness::machine::quote;
-use rave_harness::Machine;
+use rave_harness::{Machine, MachineError};
 
 use crate::failure::{expect, CaseFailure, CaseResult};
 use crate::systemd_services::UNIT_TIMEOUT;
@@ -64,26 +64,8 @@ pub fn ccr_response(machine: &Machine) -> CaseResult {
 pub fn webhook_security(machine: &Machine) -> CaseResult {
     backends_ready(machine, &[("webhook-dispatcher", 3001)])?;
     let secret = webhook_secret(machine)?;
-    let key = format!(
-        "rave-case-{}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos()
-    );
-    let body =
-        r#"{"object_kind":"push","ref":"refs/heads/main","checkout_sha":"0000000000000000000000000000000000000000"}"#;
-    let event = |token: Option<&str>| {
-        let mut headers = vec![
-            ("content-type", "application/json"),
-            ("x-gitlab-event", "Push Hook"),
-            ("x-gitlab-event-uuid", key.as_str()),
-        ];
-        if let Some(token) = token {
-            headers.push(("x-gitlab-token", token));
-        }
-        machine.https("POST", "/webhook", &headers, Some(body))
-    };
+    let key = fresh_delivery_key("rave-case");
+    let event = |token: Option<&str>| post_push(machine, token, &key);
     let no_token = event(None)?;
     status_is(&no_token, "POST /webhook without a token", 401)?;
     security_headers(&no_token, "POST /webhook")?;
@@ -131,6 +113,34 @@ pub fn backends_ready(machine: &Machine, backends: &[(&str, u16)]) -> CaseResult
         machine.wait_for_open_port(*port, UNIT_TIMEOUT)?;
     }
     Ok(())
+}
+
+/// A delivery key no earlier request used (a fault test runs its case twice on one guest).
+pub fn fresh_delivery_key(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    format!("{prefix}-{nanos}")
+}
+
+/// POSTs a push event to `/webhook` as GitLab sends it, with `token` as
+/// X-Gitlab-Token (none: no header) and `key` as X-Gitlab-Event-UUID.
+pub fn post_push(machine: &Machine, token: Option<&str>, key: &str) -> Result<HttpResponse, MachineError> {
+    let mut headers = vec![
+        ("content-type", "application/json"),
+        ("x-gitlab-event", "Push Hook"),
+        ("x-gitlab-event-uuid", key),
+    ];
+    if let Some(token) = token {
+        headers.push(("x-gitlab-token", token));
+    }
+    machine.https(
+        "POST",
+        "/webhook",
+        &headers,
+        Some(r#"{"object_kind":"push","ref":"refs/heads/main"}"#),
+    )
 }
 
 /// The webhook secret as the dispatcher reads it (decrypted at boot).

@@ -9,7 +9,7 @@ use rave_harness::Machine;
 use serde_json::Value;
 
 use crate::failure::{expect, CaseFailure, CaseResult};
-use crate::http_health::webhook_secret;
+use crate::http_health::{fresh_delivery_key, post_push, webhook_secret};
 use crate::systemd_services::{bytes, service_is_healthy};
 
 /// The scrape jobs the contract configures.
@@ -189,20 +189,8 @@ pub fn webhook_metrics(machine: &Machine) -> CaseResult {
     )?;
     let (requests_before, errors_before) = read()?;
     let secret = webhook_secret(machine)?;
-    let key = format!("rave-metrics-{}", std::process::id());
-    let send = |token: &str| {
-        machine.https(
-            "POST",
-            "/webhook",
-            &[
-                ("x-gitlab-token", token),
-                ("x-gitlab-event", "Push Hook"),
-                ("x-gitlab-event-uuid", &key),
-                ("content-type", "application/json"),
-            ],
-            Some(r#"{"object_kind":"push"}"#),
-        )
-    };
+    let key = fresh_delivery_key("rave-metrics");
+    let send = |token: &str| post_push(machine, Some(token), &key);
     let accepted = send(&secret)?;
     expect(
         (200..300).contains(&accepted.status),

@@ -9,7 +9,7 @@ use rave_harness::ports::{probe, ProbeResult};
 use rave_harness::Machine;
 
 use crate::failure::{expect, CaseFailure, CaseResult};
-use crate::http_health::{backends_ready, status_is, webhook_secret};
+use crate::http_health::{backends_ready, fresh_delivery_key, post_push, status_is, webhook_secret};
 
 /// nginx's HTTPS port in the guest.
 pub const GUEST_HTTPS_PORT: u16 = rave_harness::machine::GUEST_HTTPS_PORT;
@@ -250,18 +250,7 @@ pub fn secrets_management(machine: &Machine) -> CaseResult {
         format!("{encrypted:?}"),
         String::new,
     )?;
-    let key = format!("rave-secrets-{}", std::process::id());
-    let answer = machine.https(
-        "POST",
-        "/webhook",
-        &[
-            ("x-gitlab-token", &secret),
-            ("x-gitlab-event", "Push Hook"),
-            ("x-gitlab-event-uuid", &key),
-            ("content-type", "application/json"),
-        ],
-        Some(r#"{"object_kind":"push"}"#),
-    )?;
+    let answer = post_push(machine, Some(&secret), &fresh_delivery_key("rave-secrets"))?;
     expect(
         (200..300).contains(&answer.status),
         "the dispatcher to accept the decrypted secret",
