@@ -8,6 +8,7 @@ use std::process::Command;
 
 use sha2::{Digest, Sha256};
 
+use crate::host_check::is_executable;
 use crate::manifest::{Flavor, Image, ManifestError, Profile};
 
 /// The profiles the debian recipe builds.
@@ -156,16 +157,14 @@ impl ImageStore {
 
     /// The finished image of `spec`, if it is in the cache.
     pub fn find(&self, spec: ImageSpec) -> Result<Option<Image>, ImageError> {
-        let dir = self.image_dir(spec)?;
-        if dir.is_dir() {
-            return Ok(Some(Image::load(&dir)?));
-        }
-        Ok(None)
+        finished_image(&self.image_dir(spec)?)
     }
 
     /// The image of `spec`, built first when the cache lacks it.
     pub fn ensure(&self, spec: ImageSpec) -> Result<Image, ImageError> {
-        if let Some(image) = self.find(spec)? {
+        // The recipe is hashed once: the directory it names is all the rest needs.
+        let dir = self.image_dir(spec)?;
+        if let Some(image) = finished_image(&dir)? {
             return Ok(image);
         }
         self.buildable(spec).map_err(ImageError::NotBuildable)?;
@@ -186,10 +185,9 @@ impl ImageStore {
             }
         })?;
         // Another run may have finished the same build while this one waited.
-        if let Some(image) = self.find(spec)? {
+        if let Some(image) = finished_image(&dir)? {
             return Ok(image);
         }
-        let dir = self.image_dir(spec)?;
         let building = root.join(format!(".building-{}", spec.name()));
         // Holding the lock, nothing else builds this spec: what is there is a dead build's.
         if building.exists() {
@@ -267,6 +265,14 @@ impl ImageStore {
     }
 }
 
+/// The image in `dir`, if a finished one is there.
+fn finished_image(dir: &Path) -> Result<Option<Image>, ImageError> {
+    if dir.is_dir() {
+        return Ok(Some(Image::load(dir)?));
+    }
+    Ok(None)
+}
+
 fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), ImageError> {
     let entries = std::fs::read_dir(dir).map_err(|source| ImageError::Recipe {
         path: dir.into(),
@@ -286,13 +292,6 @@ fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), ImageError> {
         }
     }
     Ok(())
-}
-
-fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    path.metadata()
-        .map(|m| m.permissions().mode() & 0o111 != 0)
-        .unwrap_or(false)
 }
 
 #[cfg(test)]

@@ -179,6 +179,8 @@ pub struct Machine {
     state_dir: PathBuf,
     _state: Option<tempfile::TempDir>,
     command_timeout: Duration,
+    /// Made on the first HTTPS request and kept: one CA read, one TLS config, reused connections.
+    https_client: std::sync::OnceLock<HttpsClient>,
 }
 
 impl std::fmt::Debug for Machine {
@@ -272,6 +274,7 @@ impl Machine {
             state_dir,
             _state: state_guard,
             command_timeout: options.command_timeout,
+            https_client: std::sync::OnceLock::new(),
         })
     }
 
@@ -330,19 +333,19 @@ impl Machine {
         body: Option<&str>,
     ) -> Result<HttpResponse, MachineError> {
         self.ensure_running()?;
-        let client =
-            HttpsClient::new(self.image.ca_cert().as_deref(), self.https_port, self.command_timeout).map_err(|e| {
-                MachineError::Https {
-                    name: self.name.clone(),
-                    message: e.to_string(),
-                }
-            })?;
-        client
-            .request(method, path, headers, body)
-            .map_err(|e| MachineError::Https {
-                name: self.name.clone(),
-                message: e.to_string(),
-            })
+        let https_error = |e: crate::https::HttpsError| MachineError::Https {
+            name: self.name.clone(),
+            message: e.to_string(),
+        };
+        let client = match self.https_client.get() {
+            Some(client) => client,
+            None => {
+                let made = HttpsClient::new(self.image.ca_cert().as_deref(), self.https_port, self.command_timeout)
+                    .map_err(https_error)?;
+                self.https_client.get_or_init(|| made)
+            }
+        };
+        client.request(method, path, headers, body).map_err(https_error)
     }
 
     /// `GET path` over HTTPS (see [`Machine::https`]).

@@ -14,8 +14,6 @@ pub const UNIT_TIMEOUT: Duration = Duration::from_secs(120);
 /// Who a service's main process must run as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RunsAs {
-    /// Whoever the unit says (root for nginx's master, postgres for the cluster).
-    Any,
     /// This user.
     User(&'static str),
     /// Any user but root.
@@ -97,7 +95,6 @@ pub fn service_runs_as(machine: &Machine, component: &str, rule: RunsAs) -> Case
         .trim()
         .to_string();
     let (ok, expected) = match rule {
-        RunsAs::Any => (true, "any user".to_string()),
         RunsAs::User(name) => (user == name, format!("{unit}'s main process to run as {name}")),
         RunsAs::NonRoot => (
             user != "root" && !user.is_empty(),
