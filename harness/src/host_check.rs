@@ -50,7 +50,13 @@ pub struct HostResources {
 impl HostResources {
     /// Reads this host's resources.
     pub fn read() -> Self {
-        let mut sys = sysinfo::System::new();
+        // sysinfo refuses only on an OS it does not support; then nothing is checked.
+        let Ok(mut sys) = sysinfo::System::new() else {
+            return HostResources {
+                available_mb: u64::MAX,
+                cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            };
+        };
         sys.refresh_memory();
         sys.refresh_cpu_list(sysinfo::CpuRefreshKind::nothing());
         HostResources {

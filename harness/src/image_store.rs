@@ -74,6 +74,9 @@ pub struct ImageStore {
     pub cache_dir: PathBuf,
     /// The repository's `images/` directory (`RAVE_IMAGES_DIR`, else the one beside this crate).
     pub recipes_dir: PathBuf,
+    /// Where the flake's nixos images are (`RAVE_NIXOS_IMAGES`): `p0/`, `p1/`,
+    /// `p2/`, each an image directory with its manifest.
+    pub nixos_images: Option<PathBuf>,
 }
 
 /// What one image is: flavor, profile and SAFE mode.
@@ -110,7 +113,14 @@ impl ImageStore {
         let recipes_dir = std::env::var_os("RAVE_IMAGES_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../images"));
-        ImageStore { cache_dir, recipes_dir }
+        let nixos_images = std::env::var_os("RAVE_NIXOS_IMAGES")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from);
+        ImageStore {
+            cache_dir,
+            recipes_dir,
+            nixos_images,
+        }
     }
 
     /// The hash of everything that decides the image: the recipe files, the
@@ -150,6 +160,12 @@ impl ImageStore {
 
     /// Where the finished image of `spec` lives (whether or not it exists yet).
     pub fn image_dir(&self, spec: ImageSpec) -> Result<PathBuf, ImageError> {
+        if spec.flavor == Flavor::Nixos {
+            return match &self.nixos_images {
+                Some(dir) => Ok(dir.join(spec.profile.as_str())),
+                None => Err(ImageError::NotBuildable(nixos_hint(spec.profile))),
+            };
+        }
         Ok(self
             .images_root()
             .join(format!("{}-{}", spec.name(), self.recipe_hash(spec)?)))
@@ -160,8 +176,14 @@ impl ImageStore {
         finished_image(&self.image_dir(spec)?)
     }
 
-    /// The image of `spec`, built first when the cache lacks it.
+    /// The image of `spec`, built first when the cache lacks it; the build's
+    /// step lines go to stdout.
     pub fn ensure(&self, spec: ImageSpec) -> Result<Image, ImageError> {
+        self.ensure_reporting(spec, &|line| println!("{line}"))
+    }
+
+    /// [`ImageStore::ensure`], handing each step line of a build to `on_step`.
+    pub fn ensure_reporting(&self, spec: ImageSpec, on_step: &dyn Fn(&str)) -> Result<Image, ImageError> {
         // The recipe is hashed once: the directory it names is all the rest needs.
         let dir = self.image_dir(spec)?;
         if let Some(image) = finished_image(&dir)? {
@@ -196,18 +218,27 @@ impl ImageStore {
                 source,
             })?;
         }
-        let status = Command::new("bash")
+        let recipe_error = |source| ImageError::Recipe {
+            path: self.recipe_dir(spec.flavor),
+            source,
+        };
+        let mut child = Command::new("bash")
             .arg(self.recipe_dir(spec.flavor).join("build.sh"))
             .args(["--profile", spec.profile.as_str(), "--out"])
             .arg(&building)
             .arg("--cache")
             .arg(&self.cache_dir)
             .env("SAFE", if spec.safe_mode { "1" } else { "0" })
-            .status()
-            .map_err(|source| ImageError::Recipe {
-                path: self.recipe_dir(spec.flavor),
-                source,
-            })?;
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .map_err(recipe_error)?;
+        if let Some(stdout) = child.stdout.take() {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                on_step(&line);
+            }
+        }
+        let status = child.wait().map_err(recipe_error)?;
         if !status.success() {
             let _ = std::fs::remove_dir_all(&building);
             return Err(ImageError::Build {
@@ -244,10 +275,17 @@ impl ImageStore {
     /// Whether the harness can build `spec`; `Err` says why not.
     pub fn buildable(&self, spec: ImageSpec) -> Result<(), String> {
         match spec.flavor {
-            Flavor::Nixos => Err(format!(
-                "nixos images are built by the flake (nix build .#{}-test), not by the harness",
-                spec.profile
-            )),
+            Flavor::Nixos => match &self.nixos_images {
+                Some(dir)
+                    if dir
+                        .join(spec.profile.as_str())
+                        .join(crate::manifest::MANIFEST_FILE)
+                        .is_file() =>
+                {
+                    Ok(())
+                }
+                _ => Err(nixos_hint(spec.profile)),
+            },
             Flavor::Debian if !DEBIAN_PROFILES.contains(&spec.profile) => Err(format!(
                 "the debian flavor does not build {} yet (it builds p0)",
                 spec.profile
@@ -263,6 +301,13 @@ impl ImageStore {
     fn recipe_dir(&self, flavor: Flavor) -> PathBuf {
         self.recipes_dir.join(flavor.to_string())
     }
+}
+
+/// How to get a nixos image to the harness.
+fn nixos_hint(profile: Profile) -> String {
+    format!(
+        "nixos images are built by the flake, not by the harness: nix build .#{profile}-test, then set RAVE_NIXOS_IMAGES to a directory holding it as {profile}/ (the flake's checks do this)"
+    )
 }
 
 /// The image in `dir`, if a finished one is there.
@@ -307,6 +352,7 @@ mod tests {
         let store = ImageStore {
             cache_dir: tmp.path().join("cache"),
             recipes_dir: tmp.path().join("images"),
+            nixos_images: None,
         };
         (tmp, store)
     }

@@ -6,12 +6,16 @@
 //! [`image_store`] builds and caches images, [`manifest`] says what an image
 //! holds, [`accel`] chooses KVM or TCG, [`qemu_command`] renders the argv,
 //! [`qemu_process`] owns QEMU, [`ssh`] and [`test_access`] get in, [`retry`]
-//! is the one wait, and [`machine`] puts them together.
+//! is the one wait, and [`machine`] puts them together. [`report`],
+//! [`events`], [`pushgateway`] and [`resources`] say what a run found and cost;
+//! [`doctor`] says whether a host can run it at all.
 #![deny(missing_docs)]
 
 pub mod accel;
 pub mod config;
 pub mod console;
+pub mod doctor;
+pub mod events;
 pub mod host_check;
 pub mod https;
 pub mod image_store;
@@ -19,10 +23,14 @@ pub mod launcher;
 pub mod machine;
 pub mod manifest;
 pub mod ports;
+pub mod pushgateway;
 pub mod qemu_command;
 pub mod qemu_process;
+pub mod report;
+pub mod resources;
 pub mod retry;
 pub mod ssh;
+pub mod target;
 pub mod test_access;
 
 pub use config::RunConfig;

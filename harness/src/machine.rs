@@ -10,7 +10,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::config::RunConfig;
 use crate::console;
@@ -20,6 +20,8 @@ use crate::manifest::Image;
 use crate::ports::free_loopback_port;
 use crate::qemu_command::{Accel, FwCfgFile, PortForward, QemuCommand};
 use crate::qemu_process::{QemuError, QemuProcess};
+use crate::report::{BootStage, GuestReport, UnitMemory};
+use crate::resources::{parse_unit_memory, QemuUsage, UsageSampler};
 use crate::retry::{retry, Deadline, Poll, RetryError};
 use crate::ssh::{AuthProbe, CommandOutput, SshError, SshSession};
 use crate::test_access::{KeyError, TestAccess};
@@ -181,6 +183,12 @@ pub struct Machine {
     command_timeout: Duration,
     /// Made on the first HTTPS request and kept: one CA read, one TLS config, reused connections.
     https_client: std::sync::OnceLock<HttpsClient>,
+    /// When QEMU was started.
+    started: Instant,
+    /// Boot stages reached so far, from `started`.
+    boot_stages: Mutex<Vec<BootStage>>,
+    /// QEMU's memory and CPU, sampled while it runs.
+    usage: UsageSampler,
 }
 
 impl std::fmt::Debug for Machine {
@@ -256,6 +264,8 @@ impl Machine {
         };
         std::fs::write(state_dir.join("qemu.argv"), command.argv().join("\n")).map_err(setup("writing qemu.argv"))?;
         let process = QemuProcess::spawn(&command.argv(), &state_dir.join("qemu.log"), &command.qmp_socket)?;
+        let started = Instant::now();
+        let usage = UsageSampler::start(process.pid());
         // A kept directory outlives the run; otherwise it goes with the machine.
         let state_guard = if options.keep_state {
             let _ = temp.keep();
@@ -275,7 +285,62 @@ impl Machine {
             _state: state_guard,
             command_timeout: options.command_timeout,
             https_client: std::sync::OnceLock::new(),
+            started,
+            boot_stages: Mutex::new(Vec::new()),
+            usage,
         })
+    }
+
+    /// The boot stages reached so far: `console` (first serial output) and
+    /// `ssh` (first key login), timed from QEMU's start.
+    pub fn boot_stages(&self) -> Vec<BootStage> {
+        self.boot_stages.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn reach_stage(&self, stage: &str) {
+        let mut stages = self.boot_stages.lock().unwrap_or_else(|p| p.into_inner());
+        if !stages.iter().any(|s| s.stage == stage) {
+            stages.push(BootStage {
+                stage: stage.into(),
+                at: self.started.elapsed(),
+            });
+        }
+    }
+
+    /// QEMU's peak RSS and CPU time so far.
+    pub fn qemu_usage(&self) -> QemuUsage {
+        self.usage.usage()
+    }
+
+    /// `unit`'s MemoryCurrent and MemoryMax, as systemd reports them.
+    pub fn unit_memory(&self, unit: &str) -> Result<UnitMemory, MachineError> {
+        let out = self.succeed(&format!("systemctl show -p MemoryCurrent -p MemoryMax {}", quote(unit)))?;
+        Ok(parse_unit_memory(unit, &out))
+    }
+
+    /// The guest's figures for the run's report: boot stages, QEMU's usage,
+    /// and every component unit's memory against its limit (a unit that
+    /// cannot be read is left out, the guest may be gone).
+    pub fn report(&self) -> GuestReport {
+        let usage = self.qemu_usage();
+        let units = if self.ensure_running().is_ok() {
+            self.image
+                .manifest
+                .components
+                .values()
+                .filter_map(|c| self.unit_memory(&c.unit).ok())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        GuestReport {
+            name: self.name.clone(),
+            profile: self.image.manifest.profile,
+            boot: self.boot_stages(),
+            qemu_peak_rss_bytes: usage.peak_rss_bytes,
+            qemu_cpu_time: usage.cpu_time,
+            units,
+        }
     }
 
     /// The guest's name.
@@ -403,10 +468,11 @@ impl Machine {
         let addr = self.ssh_addr();
         let user = self.image.manifest.ssh_user.clone();
         let what = format!("SSH key login as {user} on {addr}");
-        let session = self.wait(
-            &what,
-            Deadline::new(timeout, Duration::from_millis(500)),
-            || match SshSession::connect(
+        let session = self.wait(&what, Deadline::new(timeout, Duration::from_millis(500)), || {
+            if std::fs::metadata(self.serial_log()).is_ok_and(|m| m.len() > 0) {
+                self.reach_stage("console");
+            }
+            match SshSession::connect(
                 addr,
                 &user,
                 &self.access.client_key,
@@ -416,8 +482,9 @@ impl Machine {
                 Ok(session) => Poll::Ready(session),
                 Err(e @ SshError::HostKeyMismatch { .. }) => Poll::Abort(self.ssh_error(e)),
                 Err(e) => Poll::Pending(e.to_string()),
-            },
-        )?;
+            }
+        })?;
+        self.reach_stage("ssh");
         *self.lock_ssh() = Some(session);
         Ok(())
     }

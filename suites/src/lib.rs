@@ -6,5 +6,6 @@ pub mod catalog;
 pub mod failure;
 pub mod http_health;
 pub mod p2_observability;
+pub mod runner;
 pub mod security;
 pub mod systemd_services;

@@ -6,139 +6,59 @@
 //!   guest of its own: green first, then the fault, then it must be red.
 //!
 //! A profile the flavor cannot build, or a component the image lacks, makes
-//! the trial *ignored* with the reason; nothing passes without running.
+//! the trial *ignored* with the reason; nothing passes without running. The
+//! run ends with the same summary table as `rave-harness run`.
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use libtest_mimic::{Arguments, Completion, Failed, Trial};
+use rave_harness::events::EventLog;
 use rave_harness::manifest::Profile;
-use rave_harness::{Launcher, Machine};
-use rave_suites::catalog::{self, Case};
-
-/// One profile's shared guest.
-#[derive(Default)]
-struct Slot {
-    machine: OnceLock<Result<Arc<Machine>, String>>,
-    remaining: AtomicUsize,
-}
-
-/// Guests and the launcher, made on first use so `--list` boots nothing.
-#[derive(Default)]
-struct Pool {
-    launcher: OnceLock<Result<Launcher, String>>,
-    slots: BTreeMap<Profile, Slot>,
-}
-
-impl Pool {
-    fn launcher(&self) -> Result<&Launcher, Failed> {
-        self.launcher
-            .get_or_init(|| Launcher::from_env().map_err(|e| e.to_string()))
-            .as_ref()
-            .map_err(|e| Failed::from(e.as_str()))
-    }
-
-    /// `Ok(None)` when the profile can be booted; `Ok(Some(reason))` when the flavor cannot build it.
-    fn unbuildable(&self, profile: Profile) -> Result<Option<String>, Failed> {
-        let launcher = self.launcher()?;
-        Ok(launcher.store.buildable(launcher.spec(profile)).err())
-    }
-
-    fn shared(&self, profile: Profile) -> Result<Arc<Machine>, Failed> {
-        let launcher = self.launcher()?;
-        self.slots[&profile]
-            .machine
-            .get_or_init(|| {
-                launcher
-                    .boot(profile, &format!("rave-{profile}"))
-                    .map(Arc::new)
-                    .map_err(|e| format!("booting {profile}: {e}"))
-            })
-            .clone()
-            .map_err(Failed::from)
-    }
-
-    /// A trial of `profile` is done; the last one powers its guest down.
-    fn release(&self, profile: Profile) {
-        let slot = &self.slots[&profile];
-        if slot.remaining.fetch_sub(1, Ordering::SeqCst) == 1 {
-            if let Some(Ok(machine)) = slot.machine.get() {
-                machine.shutdown(Duration::from_secs(30));
-            }
-        }
-    }
-}
-
-fn case_trial(pool: &Arc<Pool>, profile: Profile, case: Case) -> Trial {
-    let pool = Arc::clone(pool);
-    Trial::ignorable_test(format!("{profile}::{}", case.id()), move || {
-        let outcome = run_case(&pool, profile, &case);
-        pool.release(profile);
-        outcome
-    })
-}
-
-fn run_case(pool: &Pool, profile: Profile, case: &Case) -> Result<Completion, Failed> {
-    if let Some(reason) = pool.unbuildable(profile)? {
-        return Ok(Completion::ignored_with(reason));
-    }
-    let machine = pool.shared(profile)?;
-    if let Err(reason) = case.applies_to(&machine.image().manifest) {
-        return Ok(Completion::ignored_with(reason));
-    }
-    (case.run)(&machine).map_err(|e| Failed::from(e.to_string()))?;
-    Ok(Completion::Completed)
-}
-
-fn fault_trial(pool: &Arc<Pool>, profile: Profile, case: Case) -> Trial {
-    let pool = Arc::clone(pool);
-    Trial::ignorable_test(format!("fault::{profile}::{}", case.id()), move || {
-        if let Some(reason) = pool.unbuildable(profile)? {
-            return Ok(Completion::ignored_with(reason));
-        }
-        let name = format!("rave-fault-{profile}-{}", case.name.replace('_', "-"));
-        let machine = pool
-            .launcher()?
-            .boot(profile, &name)
-            .map_err(|e| Failed::from(format!("booting {name}: {e}")))?;
-        if let Err(reason) = case.applies_to(&machine.image().manifest) {
-            return Ok(Completion::ignored_with(reason));
-        }
-        catalog::prove_fault(&case, &machine).map_err(Failed::from)?;
-        Ok(Completion::Completed)
-    })
-}
+use rave_harness::report::{Outcome, RunReport};
+use rave_harness::Launcher;
+use rave_suites::runner::{self, Guests};
 
 fn main() {
     let args = Arguments::from_args();
-    let mut pool = Pool::default();
-    for profile in Profile::ALL {
-        pool.slots.insert(profile, Slot::default());
-    }
-    let cases = catalog::all();
-    let pool = Arc::new(pool);
+    let started = Instant::now();
+    let guests = Arc::new(Guests::new(
+        || Launcher::from_env().map_err(|e| e.to_string()),
+        Arc::new(EventLog::disabled()),
+    ));
+    let records = Arc::new(Mutex::new(Vec::new()));
+    let planned = runner::trials(&Profile::ALL, true);
+    let mut selected = Vec::new();
     let mut trials = Vec::new();
-    for profile in Profile::ALL {
-        for case in cases.iter().filter(|c| c.profiles.contains(&profile)) {
-            trials.push(case_trial(&pool, profile, *case));
+    for trial in planned {
+        let (guests, records) = (Arc::clone(&guests), Arc::clone(&records));
+        let libtest_trial = Trial::ignorable_test(trial.name(), move || {
+            let record = guests.run(&trial);
+            let result = match &record.outcome {
+                Outcome::Passed => Ok(Completion::Completed),
+                Outcome::Ignored { reason } => Ok(Completion::ignored_with(reason.clone())),
+                Outcome::Failed { message } => Err(Failed::from(message.as_str())),
+            };
+            records.lock().unwrap_or_else(|p| p.into_inner()).push(record);
+            result
+        });
+        if !args.is_filtered_out(&libtest_trial) && !args.is_ignored(&libtest_trial) {
+            selected.push(trial);
         }
+        trials.push(libtest_trial);
     }
-    for case in &cases {
-        trials.push(fault_trial(&pool, case.profiles[0], *case));
-    }
-    // A guest is powered down after the last of its trials that will run.
-    for trial in &trials {
-        if args.is_filtered_out(trial) || args.is_ignored(trial) {
-            continue;
-        }
-        if let Some(profile) = trial.name().split("::").next().and_then(|p| p.parse::<Profile>().ok()) {
-            pool.slots[&profile].remaining.fetch_add(1, Ordering::SeqCst);
-        }
-    }
+    guests.expect(&selected);
+    let listing = args.list;
     let conclusion = libtest_mimic::run(&args, trials);
     // Guests go (and their state directories with them) before the exit.
-    drop(pool);
+    let report = RunReport {
+        records: std::mem::take(&mut *records.lock().unwrap_or_else(|p| p.into_inner())),
+        guests: guests.finish(),
+        duration: started.elapsed(),
+    };
+    drop(guests);
+    if !listing && !report.records.is_empty() {
+        println!("\n{}", report.summary());
+    }
     conclusion.exit();
 }

@@ -1,0 +1,74 @@
+//! `rave-harness boot`: one guest, and how to reach it as one JSON line.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+
+use anyhow::Context;
+use rave_harness::manifest::{Flavor, Profile, MANIFEST_FILE};
+use rave_harness::target::TargetDescription;
+use rave_harness::Machine;
+use rave_suites::runner::POWER_OFF_TIMEOUT;
+use rave_suites::security::{CANARY_PORT, CLOSED_PORTS};
+
+/// Boots `profile`, prints its [`TargetDescription`], and with `keep` stays
+/// up until SIGINT or SIGTERM; then powers the guest down.
+pub fn boot(profile: Profile, flavor: Option<Flavor>, keep: bool) -> anyhow::Result<i32> {
+    // Blocked before any thread starts, so every thread inherits the mask and
+    // the signals wait for `sigwait` below instead of killing the process.
+    let signals = shutdown_signals();
+    signals.thread_block().context("blocking SIGINT/SIGTERM")?;
+    let launcher = crate::launcher(flavor)?;
+    let machine = launcher.boot(profile, &format!("rave-{profile}"))?;
+    let description = describe(&machine)?;
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{}", serde_json::to_string(&description)?)?;
+    stdout.flush()?;
+    drop(stdout);
+    if keep {
+        let signal = signals.wait().context("waiting for SIGINT/SIGTERM")?;
+        eprintln!("rave-harness: {signal:?}: powering {} down", machine.name());
+    }
+    if !machine.shutdown(POWER_OFF_TIMEOUT) {
+        eprintln!(
+            "rave-harness: {} did not power off within {POWER_OFF_TIMEOUT:?}; QEMU was killed",
+            machine.name()
+        );
+    }
+    Ok(0)
+}
+
+/// How to reach `machine`, with forwards made now for the ports the security
+/// cases probe from outside (so an attached run can probe them too).
+fn describe(machine: &Machine) -> anyhow::Result<TargetDescription> {
+    let mut forwards = BTreeMap::new();
+    for port in CLOSED_PORTS.iter().chain([CANARY_PORT].iter()) {
+        forwards.insert(*port, machine.forward(*port)?);
+    }
+    let image = machine.image();
+    Ok(TargetDescription {
+        name: machine.name().into(),
+        profile: image.manifest.profile,
+        flavor: image.manifest.flavor,
+        ssh_host: "127.0.0.1".into(),
+        ssh_port: machine.ssh_port(),
+        ssh_user: image.manifest.ssh_user.clone(),
+        ssh_key: machine.access().client_key.clone(),
+        ssh_host_key: machine.access().host_public.clone(),
+        https_host: "127.0.0.1".into(),
+        https_port: machine.https_port(),
+        ca_cert: image.ca_cert(),
+        manifest: image.dir.join(MANIFEST_FILE),
+        forwards,
+        serial_log: Some(machine.serial_log()),
+        state_dir: Some(machine.state_dir().into()),
+        pid: Some(machine.pid()),
+    })
+}
+
+fn shutdown_signals() -> nix::sys::signal::SigSet {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGINT);
+    set.add(Signal::SIGTERM);
+    set
+}

@@ -1,0 +1,121 @@
+//! The `rave-harness` command: build images, boot a guest, run the cases,
+//! report for a person and for a pipeline.
+
+mod boot_cmd;
+mod doctor_cmd;
+mod images_cmd;
+mod list_cmd;
+mod progress;
+mod run_cmd;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use rave_harness::manifest::{Flavor, Profile};
+
+/// Boots the rave system images (P0, P1, P2) under QEMU and proves over SSH
+/// and HTTPS that each works.
+#[derive(Parser)]
+#[command(name = "rave-harness", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+/// A profile, or all of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ProfileArg {
+    P0,
+    P1,
+    P2,
+    All,
+}
+
+impl ProfileArg {
+    fn profiles(self) -> Vec<Profile> {
+        match self {
+            ProfileArg::P0 => vec![Profile::P0],
+            ProfileArg::P1 => vec![Profile::P1],
+            ProfileArg::P2 => vec![Profile::P2],
+            ProfileArg::All => Profile::ALL.to_vec(),
+        }
+    }
+}
+
+/// An image flavor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum FlavorArg {
+    Debian,
+    Nixos,
+}
+
+impl From<FlavorArg> for Flavor {
+    fn from(f: FlavorArg) -> Flavor {
+        match f {
+            FlavorArg::Debian => Flavor::Debian,
+            FlavorArg::Nixos => Flavor::Nixos,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Build what is missing, boot, run the cases, print a summary; exit 1 on any failure.
+    Run(run_cmd::RunArgs),
+    /// Boot one guest and print how to reach it as one JSON line.
+    Boot {
+        /// The profile: p0, p1 or p2.
+        #[arg(long)]
+        profile: Profile,
+        /// The image flavor (default: RAVE_FLAVOR, else debian).
+        #[arg(long, value_enum)]
+        flavor: Option<FlavorArg>,
+        /// Stay up until Ctrl-C or SIGTERM, then power the guest down.
+        #[arg(long)]
+        keep: bool,
+    },
+    /// Build, list or find images.
+    Images {
+        #[command(subcommand)]
+        command: images_cmd::ImagesCmd,
+    },
+    /// List the cases per profile, and their fault tests.
+    List {
+        /// p0, p1, p2 or all.
+        #[arg(long, value_enum, default_value = "all")]
+        profile: ProfileArg,
+    },
+    /// Check that this host can run the harness: one verdict per line.
+    Doctor {
+        /// Where the image cache is (default: RAVE_CACHE_DIR, else ~/.cache/rave-harness).
+        #[arg(long)]
+        cache_dir: Option<PathBuf>,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Cmd::Run(args) => run_cmd::run(args),
+        Cmd::Boot { profile, flavor, keep } => boot_cmd::boot(profile, flavor.map(Flavor::from), keep),
+        Cmd::Images { command } => images_cmd::images(command),
+        Cmd::List { profile } => list_cmd::list(&profile.profiles()),
+        Cmd::Doctor { cache_dir } => doctor_cmd::doctor(cache_dir),
+    };
+    match result {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("rave-harness: {e:#}");
+            std::process::exit(2);
+        }
+    }
+}
+
+/// The launcher of the environment, with `--flavor` over `RAVE_FLAVOR`.
+fn launcher(flavor: Option<Flavor>) -> anyhow::Result<rave_harness::Launcher> {
+    let mut launcher = rave_harness::Launcher::from_env()?;
+    if let Some(flavor) = flavor {
+        launcher.flavor = flavor;
+    }
+    Ok(launcher)
+}

@@ -1,0 +1,202 @@
+//! `rave-harness run`: build what is missing, boot, run the cases, report.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::Args;
+use rave_harness::events::EventLog;
+use rave_harness::report::{Outcome, RunReport};
+use rave_suites::runner::{self, Guests, Trial};
+
+use crate::progress::Progress;
+use crate::{FlavorArg, ProfileArg};
+
+/// How long a push to the Pushgateway may take.
+const PUSH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `run`'s options.
+#[derive(Args)]
+pub struct RunArgs {
+    /// p0, p1, p2 or all.
+    #[arg(long, value_enum, default_value = "all")]
+    profile: ProfileArg,
+    /// The image flavor (default: RAVE_FLAVOR, else debian).
+    #[arg(long, value_enum)]
+    flavor: Option<FlavorArg>,
+    /// Only trials whose name contains this (e.g. `security::`, `p2::http_health::webhook_endpoint`).
+    #[arg(long)]
+    filter: Option<String>,
+    /// Also run each case's fault test (a fresh guest each: green, fault, red).
+    #[arg(long)]
+    faults: bool,
+    /// Write a JUnit XML report here.
+    #[arg(long)]
+    junit: Option<PathBuf>,
+    /// Write JSON lines of events here (boot stages, case start and finish, guest figures, the run).
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Run only shard I of N (1-based), e.g. 2/3.
+    #[arg(long, value_parser = parse_shard)]
+    shard: Option<(usize, usize)>,
+    /// Push the run's figures to this Pushgateway (e.g. http://127.0.0.1:9091).
+    #[arg(long)]
+    pushgateway: Option<String>,
+}
+
+/// `I/N` with 1 <= I <= N.
+fn parse_shard(text: &str) -> Result<(usize, usize), String> {
+    let bad = || format!("--shard {text:?}: use I/N with 1 <= I <= N, e.g. 2/3");
+    let (i, n) = text.split_once('/').ok_or_else(bad)?;
+    let (i, n) = (
+        i.trim().parse::<usize>().map_err(|_| bad())?,
+        n.trim().parse::<usize>().map_err(|_| bad())?,
+    );
+    if i == 0 || n == 0 || i > n {
+        return Err(bad());
+    }
+    Ok((i, n))
+}
+
+/// Runs the trials asked for; exit 0 when every one that ran passed.
+pub fn run(args: RunArgs) -> anyhow::Result<i32> {
+    let started = Instant::now();
+    let launcher = crate::launcher(args.flavor.map(Into::into))?;
+    let mut trials: Vec<Trial> = runner::trials(&args.profile.profiles(), args.faults);
+    if let Some(pattern) = &args.filter {
+        trials.retain(|t| t.name().contains(pattern.as_str()));
+    }
+    if let Some((index, count)) = args.shard {
+        trials = runner::shard(trials, index, count);
+    }
+    if trials.is_empty() {
+        bail!("no trial matches (see rave-harness list)");
+    }
+    let events = Arc::new(match &args.json {
+        Some(path) => EventLog::create(path).with_context(|| format!("creating {}", path.display()))?,
+        None => EventLog::disabled(),
+    });
+    let progress = Progress::new();
+    build_images(&launcher, &trials, &progress)?;
+    let launcher = Mutex::new(Some(launcher));
+    let guests = Guests::new(
+        move || {
+            launcher
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take()
+                .ok_or_else(|| "the launcher was already taken".to_string())
+        },
+        Arc::clone(&events),
+    );
+    guests.expect(&trials);
+    let mut records = Vec::new();
+    for (n, trial) in trials.iter().enumerate() {
+        progress.set(format!("[{}/{}] {}", n + 1, trials.len(), trial.name()));
+        let record = guests.run(trial);
+        progress.line(format!(
+            "{:<7} {} ({:.1} s)",
+            record.outcome.label(),
+            record.name(),
+            record.duration.as_secs_f64()
+        ));
+        if let Outcome::Failed { message } = &record.outcome {
+            progress.line(indent(message));
+        }
+        records.push(record);
+    }
+    progress.set("powering guests down");
+    let report = RunReport {
+        records,
+        guests: guests.finish(),
+        duration: started.elapsed(),
+    };
+    progress.finish();
+    events.emit("run_finished", serde_json::to_value(&report)?);
+    println!("{}", report.summary());
+    if let Some(path) = &args.junit {
+        std::fs::write(path, report.junit()).with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(url) = &args.pushgateway {
+        if let Err(e) = rave_harness::pushgateway::push(url, &report, PUSH_TIMEOUT) {
+            eprintln!("rave-harness: the figures were not pushed: {e}");
+        }
+    }
+    Ok(verdict(&report))
+}
+
+/// 0 when something ran and nothing failed; 1 otherwise (all ignored proves nothing).
+fn verdict(report: &RunReport) -> i32 {
+    if report.failed() > 0 {
+        return 1;
+    }
+    if report.passed() == 0 {
+        eprintln!("rave-harness: no trial ran (every one was ignored): nothing was proved");
+        return 1;
+    }
+    0
+}
+
+/// Builds the images the trials need, before any boot, so a build's output is not mixed with cases.
+fn build_images(launcher: &rave_harness::Launcher, trials: &[Trial], progress: &Progress) -> anyhow::Result<()> {
+    let mut profiles: Vec<_> = trials.iter().map(|t| t.profile).collect();
+    profiles.dedup();
+    for profile in profiles {
+        let spec = launcher.spec(profile);
+        if launcher.store.buildable(spec).is_err() {
+            continue; // its trials report why, as ignored
+        }
+        progress.set(format!("{}: image", spec.name()));
+        launcher
+            .store
+            .ensure_reporting(spec, &|step| {
+                progress.set(step.to_string());
+                progress.line(step);
+            })
+            .with_context(|| format!("building {}", spec.name()))?;
+    }
+    Ok(())
+}
+
+fn indent(text: &str) -> String {
+    text.lines()
+        .map(|l| format!("        {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rave_harness::report::TrialKind;
+
+    #[test]
+    fn shard_values() {
+        assert_eq!(parse_shard("2/3"), Ok((2, 3)));
+        for bad in ["0/3", "4/3", "1/0", "x/2", "3"] {
+            assert!(parse_shard(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn all_ignored_is_not_green() {
+        let record = |outcome| rave_harness::report::CaseRecord {
+            suite: "s".into(),
+            case: "c".into(),
+            profile: rave_harness::Profile::P0,
+            kind: TrialKind::Case,
+            outcome,
+            duration: Duration::ZERO,
+        };
+        let mut report = RunReport {
+            records: vec![record(Outcome::Ignored { reason: "r".into() })],
+            ..RunReport::default()
+        };
+        assert_eq!(verdict(&report), 1);
+        report.records.push(record(Outcome::Passed));
+        assert_eq!(verdict(&report), 0);
+        report.records.push(record(Outcome::Failed { message: "m".into() }));
+        assert_eq!(verdict(&report), 1);
+    }
+}

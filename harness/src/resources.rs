@@ -1,0 +1,142 @@
+//! What a guest costs the host: QEMU's peak resident memory and CPU time,
+//! sampled with sysinfo while the guest runs; and how to read a unit's memory
+//! against its limit from `systemctl show`.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
+
+use crate::report::UnitMemory;
+
+/// How often QEMU's memory is sampled.
+pub const SAMPLE_INTERVAL: Duration = Duration::from_millis(250);
+
+/// QEMU's figures at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QemuUsage {
+    /// Peak resident memory seen, in bytes.
+    pub peak_rss_bytes: u64,
+    /// CPU time (user and system) so far.
+    pub cpu_time: Duration,
+}
+
+/// Samples one process's memory in a thread until dropped, keeping the peak.
+#[derive(Debug)]
+pub struct UsageSampler {
+    pid: u32,
+    peak: Arc<AtomicU64>,
+    cpu_ms: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl UsageSampler {
+    /// Starts sampling `pid`.
+    pub fn start(pid: u32) -> Self {
+        let peak = Arc::new(AtomicU64::new(0));
+        let cpu_ms = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (peak, cpu_ms, stop) = (Arc::clone(&peak), Arc::clone(&cpu_ms), Arc::clone(&stop));
+            std::thread::Builder::new()
+                .name(format!("usage-{pid}"))
+                .spawn(move || {
+                    let Ok(mut system) = System::new() else { return };
+                    while !stop.load(Ordering::Relaxed) {
+                        if !sample(&mut system, pid, &peak, &cpu_ms) {
+                            break;
+                        }
+                        std::thread::sleep(SAMPLE_INTERVAL);
+                    }
+                })
+                .ok()
+        };
+        UsageSampler {
+            pid,
+            peak,
+            cpu_ms,
+            stop,
+            thread,
+        }
+    }
+
+    /// The figures so far, with a fresh sample taken now.
+    pub fn usage(&self) -> QemuUsage {
+        if let Ok(mut system) = System::new() {
+            sample(&mut system, self.pid, &self.peak, &self.cpu_ms);
+        }
+        QemuUsage {
+            peak_rss_bytes: self.peak.load(Ordering::Relaxed),
+            cpu_time: Duration::from_millis(self.cpu_ms.load(Ordering::Relaxed)),
+        }
+    }
+}
+
+impl Drop for UsageSampler {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// One sample; false when the process is gone.
+fn sample(system: &mut System, pid: u32, peak: &AtomicU64, cpu_ms: &AtomicU64) -> bool {
+    let pid = Pid::from_u32(pid);
+    system.refresh_processes_specifics(
+        ProcessesToUpdate::Some(&[pid]),
+        true,
+        ProcessRefreshKind::nothing().with_memory().with_cpu(),
+    );
+    match system.process(pid) {
+        Some(process) => {
+            peak.fetch_max(process.memory(), Ordering::Relaxed);
+            cpu_ms.fetch_max(process.accumulated_cpu_time(), Ordering::Relaxed);
+            true
+        }
+        None => false,
+    }
+}
+
+/// Reads `systemctl show -p MemoryCurrent -p MemoryMax` output for `unit`:
+/// `[not set]` and `infinity` become `None`.
+pub fn parse_unit_memory(unit: &str, show_output: &str) -> UnitMemory {
+    let props = crate::machine::parse_properties(show_output);
+    let bytes = |key: &str| {
+        props
+            .get(key)
+            .and_then(|v| v.parse::<u64>().ok())
+            .filter(|v| *v != u64::MAX)
+    };
+    UnitMemory {
+        unit: unit.into(),
+        current_bytes: bytes("MemoryCurrent"),
+        max_bytes: bytes("MemoryMax"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unit_memory_from_systemctl_show() {
+        let m = parse_unit_memory("w.service", "MemoryCurrent=5242880\nMemoryMax=134217728\n");
+        assert_eq!((m.current_bytes, m.max_bytes), (Some(5_242_880), Some(134_217_728)));
+        let m = parse_unit_memory("w.service", "MemoryCurrent=[not set]\nMemoryMax=infinity\n");
+        assert_eq!((m.current_bytes, m.max_bytes), (None, None));
+        let m = parse_unit_memory("w.service", "MemoryCurrent=18446744073709551615\nMemoryMax=1\n");
+        assert_eq!((m.current_bytes, m.max_bytes), (None, Some(1)));
+    }
+
+    #[test]
+    fn samples_this_process() {
+        let sampler = UsageSampler::start(std::process::id());
+        let usage = sampler.usage();
+        assert!(usage.peak_rss_bytes > 0);
+    }
+}
