@@ -2,7 +2,7 @@
 //! resolved to the forwarded host port, the certificate verified against the
 //! image's CA and nothing else (no built-in roots, no "accept invalid").
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
@@ -24,14 +24,14 @@ pub enum HttpsError {
         message: String,
     },
     /// The request failed (connection, TLS verification, timeout).
-    #[error("{method} https://{HOST_NAME}{path} (127.0.0.1:{port}): {message}")]
+    #[error("{method} https://{HOST_NAME}{path} ({addr}): {message}")]
     Request {
         /// The method.
         method: String,
         /// The path.
         path: String,
-        /// The host port.
-        port: u16,
+        /// Where `rave.local` was sent.
+        addr: SocketAddr,
         /// What went wrong, with its causes.
         message: String,
     },
@@ -67,12 +67,13 @@ impl HttpResponse {
 #[derive(Debug, Clone)]
 pub struct HttpsClient {
     client: reqwest::blocking::Client,
-    port: u16,
+    addr: SocketAddr,
 }
 
 impl HttpsClient {
-    /// Trusts only `ca_pem` and sends `rave.local` to 127.0.0.1:`port`.
-    pub fn new(ca_pem: Option<&Path>, port: u16, timeout: Duration) -> Result<Self, HttpsError> {
+    /// Trusts only `ca_pem` and sends `rave.local` to `addr` (a forwarded
+    /// port on 127.0.0.1, or an attached target's address).
+    pub fn new(ca_pem: Option<&Path>, addr: SocketAddr, timeout: Duration) -> Result<Self, HttpsError> {
         let ca_path = ca_pem.ok_or(HttpsError::NoCa)?;
         let fail = |message: String| HttpsError::Ca {
             path: ca_path.display().to_string(),
@@ -84,12 +85,12 @@ impl HttpsClient {
             .use_rustls_tls()
             .tls_built_in_root_certs(false)
             .add_root_certificate(ca)
-            .resolve(HOST_NAME, SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
+            .resolve(HOST_NAME, addr)
             .redirect(reqwest::redirect::Policy::none())
             .timeout(timeout)
             .build()
             .map_err(|e| fail(e.to_string()))?;
-        Ok(HttpsClient { client, port })
+        Ok(HttpsClient { client, addr })
     }
 
     /// Sends `method path` with `headers` and `body`.
@@ -103,13 +104,13 @@ impl HttpsClient {
         let fail = |message: String| HttpsError::Request {
             method: method.into(),
             path: path.into(),
-            port: self.port,
+            addr: self.addr,
             message,
         };
         let method_value = reqwest::Method::from_bytes(method.as_bytes()).map_err(|e| fail(e.to_string()))?;
         let mut request = self
             .client
-            .request(method_value, format!("https://{HOST_NAME}:{}{path}", self.port));
+            .request(method_value, format!("https://{HOST_NAME}:{}{path}", self.addr.port()));
         for (k, v) in headers {
             request = request.header(*k, *v);
         }

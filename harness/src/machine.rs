@@ -24,6 +24,7 @@ use crate::report::{BootStage, GuestReport, UnitMemory};
 use crate::resources::{parse_unit_memory, QemuUsage, UsageSampler};
 use crate::retry::{retry, Deadline, Poll, RetryError};
 use crate::ssh::{AuthProbe, CommandOutput, SshError, SshSession};
+use crate::target::TargetDescription;
 use crate::test_access::{KeyError, TestAccess};
 
 /// Lines of the serial console carried by an error.
@@ -123,6 +124,14 @@ pub enum MachineError {
         /// Its output.
         stdout: String,
     },
+    /// A verb that needs a guest booted by the harness, used on an attached target.
+    #[error("guest {name} is an attached target: {what} needs a guest booted by the harness")]
+    NotBooted {
+        /// The target.
+        name: String,
+        /// What was asked.
+        what: String,
+    },
     /// A unit cannot become active: it failed, stopped with nothing queued, or does not exist.
     #[error("guest {name}: unit {unit} will not become active: {state}\n{diagnostics}")]
     UnitNotActive {
@@ -155,6 +164,9 @@ pub struct BootOptions {
 }
 
 impl BootOptions {
+    /// The bound on each SSH call unless said otherwise.
+    pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+
     /// Defaults for `name`: 300 s to boot, 60 s per command, state removed.
     pub fn new(name: impl Into<String>, config: RunConfig, accel: Accel) -> Self {
         BootOptions {
@@ -162,31 +174,52 @@ impl BootOptions {
             config,
             accel,
             boot_timeout: Duration::from_secs(300),
-            command_timeout: Duration::from_secs(60),
+            command_timeout: Self::DEFAULT_COMMAND_TIMEOUT,
             keep_state: std::env::var_os("RAVE_KEEP_STATE").is_some_and(|v| v == "1"),
         }
     }
 }
 
-/// A guest booted by QEMU from an image, on a throwaway overlay.
+/// A guest the cases run against: one booted by QEMU from an image on a
+/// throwaway overlay, or a running target the harness attached to (see
+/// [`Machine::attach`]). Only booting, the serial console and QEMU-side facts
+/// differ; a verb that needs one of those says so on an attached target.
 pub struct Machine {
     name: String,
     image: Image,
-    // Declared before `state`: QEMU is killed before its directory goes.
-    qemu: Mutex<QemuProcess>,
     ssh: Mutex<Option<SshSession>>,
     access: TestAccess,
-    ssh_port: u16,
-    https_port: u16,
-    state_dir: PathBuf,
-    _state: Option<tempfile::TempDir>,
+    ssh_user: String,
+    ssh_addr: SocketAddr,
+    https_addr: SocketAddr,
+    ca_cert: Option<PathBuf>,
     command_timeout: Duration,
     /// Made on the first HTTPS request and kept: one CA read, one TLS config, reused connections.
     https_client: std::sync::OnceLock<HttpsClient>,
+    /// Boot stages reached so far.
+    boot_stages: Mutex<Vec<BootStage>>,
+    backend: Backend,
+}
+
+/// What is behind a [`Machine`].
+enum Backend {
+    /// A QEMU guest this harness started.
+    Booted(Booted),
+    /// A running target described by a [`TargetDescription`]; never powered down by the harness.
+    Attached {
+        /// Guest port → port on the target's host that reaches it, for probes.
+        forwards: BTreeMap<u16, u16>,
+    },
+}
+
+/// The QEMU side of a booted guest.
+struct Booted {
+    // Declared before `state`: QEMU is killed before its directory goes.
+    qemu: Mutex<QemuProcess>,
+    state_dir: PathBuf,
+    _state: Option<tempfile::TempDir>,
     /// When QEMU was started.
     started: Instant,
-    /// Boot stages reached so far, from `started`.
-    boot_stages: Mutex<Vec<BootStage>>,
     /// QEMU's memory and CPU, sampled while it runs.
     usage: UsageSampler,
 }
@@ -195,8 +228,8 @@ impl std::fmt::Debug for Machine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Machine")
             .field("name", &self.name)
-            .field("ssh_port", &self.ssh_port)
-            .field("state_dir", &self.state_dir)
+            .field("ssh_addr", &self.ssh_addr)
+            .field("attached", &self.is_attached())
             .finish_non_exhaustive()
     }
 }
@@ -276,19 +309,82 @@ impl Machine {
         Ok(Machine {
             name: options.name.clone(),
             image: image.clone(),
-            qemu: Mutex::new(process),
             ssh: Mutex::new(None),
             access,
-            ssh_port,
-            https_port,
-            state_dir,
-            _state: state_guard,
+            ssh_user: image.manifest.ssh_user.clone(),
+            ssh_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, ssh_port)),
+            https_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, https_port)),
+            ca_cert: image.ca_cert(),
             command_timeout: options.command_timeout,
             https_client: std::sync::OnceLock::new(),
-            started,
             boot_stages: Mutex::new(Vec::new()),
-            usage,
+            backend: Backend::Booted(Booted {
+                qemu: Mutex::new(process),
+                state_dir,
+                _state: state_guard,
+                started,
+                usage,
+            }),
         })
+    }
+
+    /// A running target, reached as `description` says: its SSH host key is
+    /// pinned and its HTTPS verified against its CA, as for a booted guest.
+    /// Waits up to `timeout` for an SSH login. The harness never powers it down.
+    pub fn attach(description: &TargetDescription, timeout: Duration) -> Result<Machine, MachineError> {
+        let setup = |what: &str, message: String| MachineError::Setup {
+            what: format!("attaching to {}: {what}", description.name),
+            message,
+        };
+        let image = Image::load_manifest(&description.manifest).map_err(|e| setup("its manifest", e.to_string()))?;
+        if image.manifest.profile != description.profile {
+            return Err(setup(
+                "its profile",
+                format!(
+                    "the description says {} but the manifest says {}",
+                    description.profile, image.manifest.profile
+                ),
+            ));
+        }
+        let resolve = |host: &str, port: u16| {
+            use std::net::ToSocketAddrs;
+            (host, port)
+                .to_socket_addrs()
+                .map_err(|e| setup(&format!("resolving {host}:{port}"), e.to_string()))?
+                .next()
+                .ok_or_else(|| setup(&format!("resolving {host}:{port}"), "no address".into()))
+        };
+        let access = TestAccess::described(&description.ssh_key, &description.ssh_host_key)?;
+        let machine = Machine {
+            name: description.name.clone(),
+            ssh: Mutex::new(None),
+            access,
+            ssh_user: description.ssh_user.clone(),
+            ssh_addr: resolve(&description.ssh_host, description.ssh_port)?,
+            https_addr: resolve(&description.https_host, description.https_port)?,
+            ca_cert: description.ca_cert.clone(),
+            command_timeout: BootOptions::DEFAULT_COMMAND_TIMEOUT,
+            https_client: std::sync::OnceLock::new(),
+            boot_stages: Mutex::new(Vec::new()),
+            backend: Backend::Attached {
+                forwards: description.forwards.clone(),
+            },
+            image,
+        };
+        machine.wait_for_ssh(timeout)?;
+        Ok(machine)
+    }
+
+    /// Whether this is an attached target rather than a guest the harness booted.
+    pub fn is_attached(&self) -> bool {
+        matches!(self.backend, Backend::Attached { .. })
+    }
+
+    fn booted(&self) -> Option<&Booted> {
+        match &self.backend {
+            Backend::Booted(booted) => Some(booted),
+            Backend::Attached { .. } => None,
+        }
     }
 
     /// The boot stages reached so far: `console` (first serial output) and
@@ -298,18 +394,19 @@ impl Machine {
     }
 
     fn reach_stage(&self, stage: &str) {
+        let Some(booted) = self.booted() else { return };
         let mut stages = self.boot_stages.lock().unwrap_or_else(|p| p.into_inner());
         if !stages.iter().any(|s| s.stage == stage) {
             stages.push(BootStage {
                 stage: stage.into(),
-                at: self.started.elapsed(),
+                at: booted.started.elapsed(),
             });
         }
     }
 
-    /// QEMU's peak RSS and CPU time so far.
+    /// QEMU's peak RSS and CPU time so far (zero for an attached target).
     pub fn qemu_usage(&self) -> QemuUsage {
-        self.usage.usage()
+        self.booted().map(|b| b.usage.usage()).unwrap_or_default()
     }
 
     /// `unit`'s MemoryCurrent and MemoryMax, as systemd reports them.
@@ -336,6 +433,7 @@ impl Machine {
         GuestReport {
             name: self.name.clone(),
             profile: self.image.manifest.profile,
+            attached: self.is_attached(),
             boot: self.boot_stages(),
             qemu_peak_rss_bytes: usage.peak_rss_bytes,
             qemu_cpu_time: usage.cpu_time,
@@ -353,14 +451,34 @@ impl Machine {
         &self.image
     }
 
-    /// The host port forwarded to the guest's sshd (on 127.0.0.1).
+    /// The host port forwarded to the guest's sshd (on 127.0.0.1 for a booted guest).
     pub fn ssh_port(&self) -> u16 {
-        self.ssh_port
+        self.ssh_addr.port()
     }
 
-    /// The host port forwarded to the guest's HTTPS port 3002 (on 127.0.0.1).
+    /// Where SSH reaches the guest.
+    pub fn ssh_addr(&self) -> SocketAddr {
+        self.ssh_addr
+    }
+
+    /// The host port forwarded to the guest's HTTPS port 3002 (on 127.0.0.1 for a booted guest).
     pub fn https_port(&self) -> u16 {
-        self.https_port
+        self.https_addr.port()
+    }
+
+    /// Where `https://rave.local:3002` reaches the guest.
+    pub fn https_addr(&self) -> SocketAddr {
+        self.https_addr
+    }
+
+    /// The CA that signs the guest's HTTPS certificate.
+    pub fn ca_cert(&self) -> Option<&Path> {
+        self.ca_cert.as_deref()
+    }
+
+    /// The user the harness logs in as.
+    pub fn ssh_user(&self) -> &str {
+        &self.ssh_user
     }
 
     /// The run's keys for this guest.
@@ -368,24 +486,27 @@ impl Machine {
         &self.access
     }
 
-    /// The directory holding the overlay, logs, sockets and keys.
-    pub fn state_dir(&self) -> &Path {
-        &self.state_dir
+    /// The directory holding the overlay, logs, sockets and keys (a booted guest's).
+    pub fn state_dir(&self) -> Option<&Path> {
+        self.booted().map(|b| b.state_dir.as_path())
     }
 
-    /// The serial console's log file.
-    pub fn serial_log(&self) -> PathBuf {
-        self.state_dir.join("serial.log")
+    /// The serial console's log file (a booted guest's).
+    pub fn serial_log(&self) -> Option<PathBuf> {
+        self.state_dir().map(|d| d.join("serial.log"))
     }
 
-    /// QEMU's process id.
-    pub fn pid(&self) -> u32 {
-        self.lock_qemu().pid()
+    /// QEMU's process id (a booted guest's).
+    pub fn pid(&self) -> Option<u32> {
+        self.booted().map(|b| lock(&b.qemu).pid())
     }
 
-    /// The last lines of the serial console.
+    /// The last lines of the serial console, or why there is none.
     pub fn serial_tail(&self) -> String {
-        console::tail(&self.serial_log(), SERIAL_TAIL_LINES)
+        match self.serial_log() {
+            Some(log) => console::tail(&log, SERIAL_TAIL_LINES),
+            None => "(no serial console: an attached target)".into(),
+        }
     }
 
     /// Sends `method path` to `https://rave.local:3002` through the forwarded
@@ -405,7 +526,7 @@ impl Machine {
         let client = match self.https_client.get() {
             Some(client) => client,
             None => {
-                let made = HttpsClient::new(self.image.ca_cert().as_deref(), self.https_port, self.command_timeout)
+                let made = HttpsClient::new(self.ca_cert.as_deref(), self.https_addr, self.command_timeout)
                     .map_err(https_error)?;
                 self.https_client.get_or_init(|| made)
             }
@@ -418,23 +539,30 @@ impl Machine {
         self.https("GET", path, &[], None)
     }
 
-    /// Forwards a new host port on 127.0.0.1 to `guest_port` (QEMU user
-    /// networking, added at run time over QMP); returns the host port.
-    pub fn forward(&self, guest_port: u16) -> Result<u16, MachineError> {
+    /// Where a connection from outside reaches `guest_port`: for a booted
+    /// guest a new forward on 127.0.0.1 (QEMU user networking, added over
+    /// QMP); for an attached one the description's forward, else the port on
+    /// the target's host itself.
+    pub fn forward(&self, guest_port: u16) -> Result<SocketAddr, MachineError> {
+        let booted = match &self.backend {
+            Backend::Booted(booted) => booted,
+            Backend::Attached { forwards } => {
+                let port = forwards.get(&guest_port).copied().unwrap_or(guest_port);
+                return Ok(SocketAddr::new(self.ssh_addr.ip(), port));
+            }
+        };
         let host_port = free_loopback_port().map_err(|e| MachineError::Setup {
             what: "finding a free port".into(),
             message: e.to_string(),
         })?;
-        let said = self
-            .lock_qemu()
-            .monitor(&format!("hostfwd_add tcp:127.0.0.1:{host_port}-:{guest_port}"))?;
+        let said = lock(&booted.qemu).monitor(&format!("hostfwd_add tcp:127.0.0.1:{host_port}-:{guest_port}"))?;
         if !said.trim().is_empty() {
             return Err(MachineError::Setup {
                 what: format!("forwarding guest port {guest_port}"),
                 message: said.trim().into(),
             });
         }
-        Ok(host_port)
+        Ok(SocketAddr::from((Ipv4Addr::LOCALHOST, host_port)))
     }
 
     /// What sshd tells an unauthenticated client about `user`, and whether
@@ -466,10 +594,13 @@ impl Machine {
     /// Waits until a key login as the image's SSH user works.
     pub fn wait_for_ssh(&self, timeout: Duration) -> Result<(), MachineError> {
         let addr = self.ssh_addr();
-        let user = self.image.manifest.ssh_user.clone();
+        let user = self.ssh_user.clone();
         let what = format!("SSH key login as {user} on {addr}");
         let session = self.wait(&what, Deadline::new(timeout, Duration::from_millis(500)), || {
-            if std::fs::metadata(self.serial_log()).is_ok_and(|m| m.len() > 0) {
+            if self
+                .serial_log()
+                .is_some_and(|log| std::fs::metadata(log).is_ok_and(|m| m.len() > 0))
+            {
                 self.reach_stage("console");
             }
             match SshSession::connect(
@@ -501,7 +632,7 @@ impl Machine {
         if guard.is_none() {
             let session = SshSession::connect(
                 self.ssh_addr(),
-                &self.image.manifest.ssh_user,
+                &self.ssh_user,
                 &self.access.client_key,
                 &self.access.host_key_blob,
                 self.command_timeout,
@@ -630,28 +761,38 @@ impl Machine {
         }
     }
 
-    /// Powers the guest off over QMP, waiting up to `timeout`, then kills QEMU.
-    /// Returns whether it went down by itself.
+    /// Powers a booted guest off over QMP, waiting up to `timeout`, then
+    /// kills QEMU; returns whether it went down by itself. An attached target
+    /// is only disconnected: the harness never powers it down.
     pub fn shutdown(&self, timeout: Duration) -> bool {
         *self.lock_ssh() = None;
-        self.lock_qemu().shutdown(timeout)
+        match self.booted() {
+            Some(booted) => lock(&booted.qemu).shutdown(timeout),
+            None => true,
+        }
     }
 
-    /// Kills QEMU at once, as a crash would.
-    pub fn crash(&self) {
-        self.lock_qemu().kill();
+    /// Kills QEMU at once, as a crash would (a booted guest only).
+    pub fn crash(&self) -> Result<(), MachineError> {
+        let booted = self.booted().ok_or_else(|| MachineError::NotBooted {
+            name: self.name.clone(),
+            what: "killing QEMU".into(),
+        })?;
+        lock(&booted.qemu).kill();
+        Ok(())
     }
 
-    /// An error when QEMU has exited, with its console.
+    /// An error when QEMU has exited, with its console (always fine for an attached target).
     pub fn ensure_running(&self) -> Result<(), MachineError> {
-        let status = self.lock_qemu().exit_status();
+        let Some(booted) = self.booted() else { return Ok(()) };
+        let status = lock(&booted.qemu).exit_status();
         match status {
             None => Ok(()),
             Some(status) => Err(MachineError::QemuExited {
                 name: self.name.clone(),
                 status: status.to_string(),
                 qemu_said: last_line(
-                    &std::fs::read_to_string(self.state_dir.join("qemu.log")).unwrap_or_default(),
+                    &std::fs::read_to_string(booted.state_dir.join("qemu.log")).unwrap_or_default(),
                     "nothing",
                 ),
                 serial_tail: self.serial_tail(),
@@ -685,19 +826,11 @@ impl Machine {
         })
     }
 
-    fn ssh_addr(&self) -> SocketAddr {
-        SocketAddr::from((Ipv4Addr::LOCALHOST, self.ssh_port))
-    }
-
     fn ssh_error(&self, source: SshError) -> MachineError {
         MachineError::Ssh {
             name: self.name.clone(),
             source: Box::new(source),
         }
-    }
-
-    fn lock_qemu(&self) -> MutexGuard<'_, QemuProcess> {
-        self.qemu.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn lock_ssh(&self) -> MutexGuard<'_, Option<SshSession>> {
@@ -707,8 +840,14 @@ impl Machine {
 
 impl Drop for Machine {
     fn drop(&mut self) {
-        self.lock_qemu().kill();
+        if let Some(booted) = self.booted() {
+            lock(&booted.qemu).kill();
+        }
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Creates a qcow2 overlay backed by `base`; the base is only ever read.

@@ -181,6 +181,23 @@ impl Image {
         Ok(image)
     }
 
+    /// Reads the manifest at `path` for a running target: its components,
+    /// limits and profile matter, the boot files it names need not be here.
+    pub fn load_manifest(path: &Path) -> Result<Self, ManifestError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Read {
+            path: path.into(),
+            source,
+        })?;
+        let manifest = Manifest::parse(&text).map_err(|message| ManifestError::Invalid {
+            path: path.into(),
+            message,
+        })?;
+        Ok(Image {
+            dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
+            manifest,
+        })
+    }
+
     /// The kernel's path.
     pub fn kernel(&self) -> PathBuf {
         self.dir.join(&self.manifest.kernel)

@@ -30,10 +30,10 @@ impl ProbeResult {
     }
 }
 
-/// Connects to 127.0.0.1:`port` and waits up to `wait` for anything to come back.
-pub fn probe(port: u16, wait: std::time::Duration) -> std::io::Result<ProbeResult> {
+/// Connects to `addr` and waits up to `wait` for anything to come back.
+pub fn probe(addr: std::net::SocketAddr, wait: std::time::Duration) -> std::io::Result<ProbeResult> {
     use std::io::Read;
-    let mut stream = std::net::TcpStream::connect_timeout(&(Ipv4Addr::LOCALHOST, port).into(), wait)?;
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, wait)?;
     stream.set_read_timeout(Some(wait))?;
     let mut buf = [0u8; 64];
     match stream.read(&mut buf) {

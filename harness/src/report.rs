@@ -109,6 +109,8 @@ pub struct GuestReport {
     pub name: String,
     /// Its profile.
     pub profile: Profile,
+    /// Whether it was an attached target (no boot, no QEMU figures).
+    pub attached: bool,
     /// Its boot stages.
     pub boot: Vec<BootStage>,
     /// QEMU's peak resident memory in bytes.
@@ -298,14 +300,20 @@ fn guest_line(g: &GuestReport) -> String {
         .map(|u| format!("{} {}/{}", u.unit, mib(u.current_bytes), mib(u.max_bytes)))
         .collect::<Vec<_>>()
         .join(", ");
+    let units = if units.is_empty() { "-".into() } else { units };
+    if g.attached {
+        return format!(
+            "guest {} ({}): attached; units (current/max MiB): {units}\n",
+            g.name, g.profile
+        );
+    }
     format!(
-        "guest {} ({}): boot {}; QEMU peak RSS {} MiB, CPU {:.1} s; units (current/max MiB): {}\n",
+        "guest {} ({}): boot {}; QEMU peak RSS {} MiB, CPU {:.1} s; units (current/max MiB): {units}\n",
         g.name,
         g.profile,
         if boot.is_empty() { "-".into() } else { boot },
         g.qemu_peak_rss_bytes / (1024 * 1024),
         g.qemu_cpu_time.as_secs_f64(),
-        if units.is_empty() { "-".into() } else { units },
     )
 }
 
@@ -370,6 +378,7 @@ pub(crate) mod tests {
             guests: vec![GuestReport {
                 name: "rave-p0".into(),
                 profile: Profile::P0,
+                attached: false,
                 boot: vec![
                     BootStage {
                         stage: "console".into(),

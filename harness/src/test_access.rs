@@ -30,6 +30,14 @@ pub enum KeyError {
         /// Why.
         source: std::io::Error,
     },
+    /// A key named by a target description cannot be used.
+    #[error("target description: {what}: {message}")]
+    Described {
+        /// Which key.
+        what: String,
+        /// Why.
+        message: String,
+    },
 }
 
 /// The run's key material, as files in a state directory.
@@ -77,6 +85,27 @@ impl TestAccess {
         write_private(&access.host_key, host.to_openssh(LineEnding::LF)?.as_bytes())?;
         write_private(&access.authorized_keys, format!("{client_public}\n").as_bytes())?;
         Ok(access)
+    }
+
+    /// The access a target description gives: its client key file and the
+    /// host's public key line to pin (no trust on first use).
+    pub fn described(client_key: &Path, host_public: &str) -> Result<Self, KeyError> {
+        let host = ssh_key::PublicKey::from_openssh(host_public.trim()).map_err(|e| KeyError::Described {
+            what: format!("ssh_host_key {host_public:?}"),
+            message: e.to_string(),
+        })?;
+        let client = PrivateKey::read_openssh_file(client_key).map_err(|e| KeyError::Described {
+            what: format!("ssh_key {}", client_key.display()),
+            message: e.to_string(),
+        })?;
+        Ok(TestAccess {
+            client_key: client_key.into(),
+            client_public: client.public_key().to_openssh()?,
+            host_key_blob: host.to_bytes()?,
+            host_public: host.to_openssh()?,
+            authorized_keys: PathBuf::new(),
+            host_key: PathBuf::new(),
+        })
     }
 
     /// The fw_cfg entries that hand this access to the guest.

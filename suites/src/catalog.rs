@@ -259,7 +259,7 @@ pub fn all() -> Vec<Case> {
                     m.succeed("sudo cp /run/secrets/webhook-gitlab-secret /var/lib/leaked-webhook-secret")
                         .map(|_| ())
                 },
-                must_say: &["nowhere on the root filesystem", "/var/lib/leaked-webhook-secret"],
+                must_say: &["plaintext nowhere under", "/var/lib/leaked-webhook-secret"],
             },
         },
         Case {

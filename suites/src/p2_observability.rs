@@ -218,12 +218,13 @@ pub fn webhook_metrics(machine: &Machine) -> CaseResult {
         errors_after - errors_before,
         String::new,
     )?;
-    prometheus_sees(machine, "webhook_requests_total", requests_after)?;
-    prometheus_sees(machine, "webhook_errors_total", errors_after)?;
+    // Pushed before any wait, so one scrape can carry all three figures.
     let pushed = 4242;
     machine.succeed(&format!(
         "printf 'rave_case_pushed {pushed}\\n' | curl -fsS --data-binary @- http://127.0.0.1:9091/metrics/job/rave-case"
     ))?;
+    prometheus_sees(machine, "webhook_requests_total", requests_after)?;
+    prometheus_sees(machine, "webhook_errors_total", errors_after)?;
     prometheus_sees(machine, "rave_case_pushed{job=\"rave-case\"}", pushed as f64)
 }
 

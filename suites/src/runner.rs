@@ -77,6 +77,13 @@ pub fn shard(trials: Vec<Trial>, index: usize, count: usize) -> Vec<Trial> {
     trials.into_iter().skip(start).take(end - start).collect()
 }
 
+/// A target the run attached to.
+struct Attached {
+    machine: Machine,
+    /// Whether fault tests may break it (`--allow-faults`).
+    allow_faults: bool,
+}
+
 /// One profile's shared guest.
 #[derive(Default)]
 struct Slot {
@@ -87,6 +94,8 @@ struct Slot {
 /// The guests of a run: one shared guest per profile, fresh ones for fault
 /// tests; each guest's figures are taken before it goes down.
 pub struct Guests {
+    /// A running target every trial of its profile uses instead of a booted guest.
+    attached: Option<Attached>,
     launcher: OnceLock<Result<Launcher, String>>,
     make_launcher: Box<dyn Fn() -> Result<Launcher, String> + Send + Sync>,
     slots: BTreeMap<Profile, Slot>,
@@ -102,12 +111,22 @@ impl Guests {
         events: Arc<EventLog>,
     ) -> Self {
         Guests {
+            attached: None,
             launcher: OnceLock::new(),
             make_launcher: Box::new(make_launcher),
             slots: Profile::ALL.into_iter().map(|p| (p, Slot::default())).collect(),
             events,
             reports: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Guests that are all one running target: trials of its profile run on
+    /// it, others are ignored; fault tests only with `allow_faults`, on the
+    /// target itself. Nothing is booted and the target is never powered down.
+    pub fn attached(machine: Machine, allow_faults: bool, events: Arc<EventLog>) -> Self {
+        let mut guests = Guests::new(|| Err("an attached run boots nothing".to_string()), events);
+        guests.attached = Some(Attached { machine, allow_faults });
+        guests
     }
 
     /// Says which trials will run, so each shared guest goes down after its
@@ -160,6 +179,12 @@ impl Guests {
 
     /// Every guest's figures, in the order they went down. Powers down what is still up.
     pub fn finish(&self) -> Vec<GuestReport> {
+        if let Some(attached) = &self.attached {
+            let report = attached.machine.report();
+            self.events
+                .emit("guest_report", serde_json::to_value(&report).unwrap_or_default());
+            self.reports.lock().unwrap_or_else(|p| p.into_inner()).push(report);
+        }
         for slot in self.slots.values() {
             if let Some(Ok(machine)) = slot.machine.get() {
                 if machine.ensure_running().is_ok() {
@@ -171,6 +196,9 @@ impl Guests {
     }
 
     fn outcome(&self, trial: &Trial) -> Outcome {
+        if let Some(attached) = &self.attached {
+            return attached.outcome(trial);
+        }
         let launcher = match self.launcher() {
             Ok(launcher) => launcher,
             Err(e) => return Outcome::Failed { message: e },
@@ -235,6 +263,9 @@ impl Guests {
 
     /// A case trial of `profile` is done; after the last one its guest goes down.
     fn release(&self, profile: Profile) {
+        if self.attached.is_some() {
+            return;
+        }
         let slot = &self.slots[&profile];
         if slot.remaining.fetch_sub(1, Ordering::SeqCst) == 1 {
             if let Some(Ok(machine)) = slot.machine.get() {
@@ -253,6 +284,38 @@ impl Guests {
                 "rave-harness: {} did not power off within {POWER_OFF_TIMEOUT:?}; QEMU was killed",
                 machine.name()
             );
+        }
+    }
+}
+
+impl Attached {
+    fn outcome(&self, trial: &Trial) -> Outcome {
+        let manifest = &self.machine.image().manifest;
+        if trial.profile != manifest.profile {
+            return Outcome::Ignored {
+                reason: format!("the attached target {} is {}", self.machine.name(), manifest.profile),
+            };
+        }
+        if let Err(reason) = trial.case.applies_to(manifest) {
+            return Outcome::Ignored { reason };
+        }
+        match trial.kind {
+            TrialKind::Case => match (trial.case.run)(&self.machine) {
+                Ok(()) => Outcome::Passed,
+                Err(failure) => Outcome::Failed {
+                    message: failure.to_string(),
+                },
+            },
+            TrialKind::Fault if !self.allow_faults => Outcome::Ignored {
+                reason: format!(
+                    "fault tests break the target they run on; {} is attached, so they run only with --allow-faults (RAVE_ALLOW_FAULTS=1)",
+                    self.machine.name()
+                ),
+            },
+            TrialKind::Fault => match catalog::prove_fault(&trial.case, &self.machine) {
+                Ok(()) => Outcome::Passed,
+                Err(message) => Outcome::Failed { message },
+            },
         }
     }
 }

@@ -20,6 +20,8 @@ pub const CLOSED_PORTS: &[u16] = &[3000, 3001, 3030, 3456, 5432, 9090, 9091, 910
 pub const CANARY_PORT: u16 = 8765;
 /// How long a probe waits for an answer before calling the port silent.
 pub const PROBE_WAIT: Duration = Duration::from_secs(2);
+/// Where a running guest writes, searched for a leaked secret.
+pub const SECRET_SEARCH_DIRS: &[&str] = &["/etc", "/var", "/home", "/root", "/tmp", "/srv", "/opt"];
 
 /// `security::ssh_config`: password and keyboard-interactive refused, root
 /// refused even with the valid key, `agent` gets in with its key, and the
@@ -72,7 +74,7 @@ pub fn ssh_config(machine: &Machine) -> CaseResult {
 /// dropped outside (silence, not a reset); the input policy is drop.
 pub fn firewall_config(machine: &Machine) -> CaseResult {
     backends_ready(machine, &[("vibe-kanban", 3000)])?;
-    let ssh = probe(machine.ssh_port(), PROBE_WAIT).map_err(io)?;
+    let ssh = probe(machine.ssh_addr(), PROBE_WAIT).map_err(io)?;
     expect(
         ssh.answered() && matches!(&ssh, ProbeResult::Answered(b) if b.starts_with("SSH-")),
         "port 22 to answer with an SSH banner",
@@ -80,9 +82,31 @@ pub fn firewall_config(machine: &Machine) -> CaseResult {
         String::new,
     )?;
     status_is(&machine.https_get("/")?, "GET / on 3002", 200)?;
-    for port in CLOSED_PORTS {
-        let host_port = machine.forward(*port)?;
-        let seen = probe(host_port, PROBE_WAIT).map_err(io)?;
+    // All at once: a dropped port costs the whole PROBE_WAIT, so one after
+    // another would cost it eight times.
+    let addrs = CLOSED_PORTS
+        .iter()
+        .map(|port| machine.forward(*port).map(|addr| (*port, addr)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let seen: Vec<_> = std::thread::scope(|scope| {
+        let probes: Vec<_> = addrs
+            .iter()
+            .map(|(port, addr)| (*port, scope.spawn(move || probe(*addr, PROBE_WAIT))))
+            .collect();
+        probes
+            .into_iter()
+            .map(|(port, handle)| {
+                (
+                    port,
+                    handle
+                        .join()
+                        .unwrap_or_else(|_| Err(std::io::Error::other("probe panicked"))),
+                )
+            })
+            .collect()
+    });
+    for (port, result) in seen {
+        let seen = result.map_err(io)?;
         expect(
             !seen.answered(),
             &format!("guest port {port} to give no answer from outside"),
@@ -90,8 +114,8 @@ pub fn firewall_config(machine: &Machine) -> CaseResult {
             String::new,
         )?;
     }
-    // Started once per guest; a second run of the case (a fault test runs it
-    // before and after its fault) finds it listening and uses it.
+    // The canary lives only for this case: the guest is left as it was
+    // found (an attached target too), whatever the checks say.
     let listening = machine
         .execute(&format!("ss -Htln 'sport = :{CANARY_PORT}' | grep -q 0.0.0.0"))?
         .status
@@ -101,12 +125,24 @@ pub fn firewall_config(machine: &Machine) -> CaseResult {
             "sudo systemd-run --unit=rave-canary --collect -p Type=simple systemd-socket-activate -l 0.0.0.0:{CANARY_PORT} --accept --inetd /bin/echo canary"
         ))?;
     }
+    let checked = canary_dropped(machine);
+    if !listening {
+        machine.succeed("sudo systemctl stop rave-canary.service")?;
+    }
+    checked
+}
+
+/// The canary answers inside the guest, is dropped outside; the input policy is drop.
+fn canary_dropped(machine: &Machine) -> CaseResult {
     machine.wait_until_succeeds(
         &format!("ss -Htln 'sport = :{CANARY_PORT}' | grep -q 0.0.0.0"),
         Duration::from_secs(30),
     )?;
+    // The guest's own address, not loopback: what the firewall sees from outside.
+    let address = machine.succeed("ip -4 -o addr show scope global | awk '{print $4}' | cut -d/ -f1 | head -n1")?;
     let inside = machine.succeed(&format!(
-        "timeout 5 bash -c 'exec 3<>/dev/tcp/10.0.2.15/{CANARY_PORT}; head -c 6 <&3'"
+        "timeout 5 bash -c 'exec 3<>/dev/tcp/{}/{CANARY_PORT}; head -c 6 <&3'",
+        address.trim()
     ))?;
     expect(
         inside == "canary",
@@ -164,14 +200,13 @@ pub fn tls_config(machine: &Machine) -> CaseResult {
 /// would make "refused" prove nothing). Returns whether it completed.
 fn openssl_handshake(machine: &Machine, version: &str) -> Result<(bool, String), CaseFailure> {
     let ca = machine
-        .image()
         .ca_cert()
-        .ok_or_else(|| CaseFailure::new("the image has no CA certificate"))?;
+        .ok_or_else(|| CaseFailure::new("the target has no CA certificate"))?;
     let out = Command::new("timeout")
         .args(["20", "openssl", "s_client", "-connect"])
-        .arg(format!("127.0.0.1:{}", machine.https_port()))
+        .arg(machine.https_addr().to_string())
         .args(["-servername", "rave.local", "-verify_return_error", "-CAfile"])
-        .arg(&ca)
+        .arg(ca)
         .args([version, "-cipher", "DEFAULT@SECLEVEL=0"])
         .stdin(std::process::Stdio::null())
         .output()
@@ -233,13 +268,21 @@ pub fn secrets_management(machine: &Machine) -> CaseResult {
     let secret = webhook_secret(machine)?;
     // The pattern comes from the secret's file: on a command line, sudo would
     // log the secret into the journal, on the disk this case searches.
+    // Where a running system writes: configuration, state, logs, homes,
+    // scratch. The image's read-only content was scanned at build time.
     let found = machine.execute_within(
-        "sudo grep -rlF -f /run/secrets/webhook-gitlab-secret --devices=skip --exclude-dir=proc --exclude-dir=sys --exclude-dir=dev --exclude-dir=run / | head -5",
+        &format!(
+            "sudo grep -rlF -f /run/secrets/webhook-gitlab-secret --devices=skip {} 2>/dev/null | head -5",
+            SECRET_SEARCH_DIRS.join(" ")
+        ),
         Duration::from_secs(240),
     )?;
     expect(
         found.stdout.trim().is_empty(),
-        "the webhook secret's plaintext nowhere on the root filesystem",
+        &format!(
+            "the webhook secret's plaintext nowhere under {}",
+            SECRET_SEARCH_DIRS.join(" ")
+        ),
         format!("it in {}", found.stdout.trim()),
         String::new,
     )?;

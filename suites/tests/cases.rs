@@ -8,24 +8,48 @@
 //! A profile the flavor cannot build, or a component the image lacks, makes
 //! the trial *ignored* with the reason; nothing passes without running. The
 //! run ends with the same summary table as `rave-harness run`.
+//!
+//! `RAVE_ATTACH=guest.json` runs the trials against a running target (the
+//! JSON line `rave-harness boot` prints) instead of booting; its fault tests
+//! run only with `RAVE_ALLOW_FAULTS=1`.
 
+use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use libtest_mimic::{Arguments, Completion, Failed, Trial};
 use rave_harness::events::EventLog;
 use rave_harness::manifest::Profile;
 use rave_harness::report::{Outcome, RunReport};
-use rave_harness::Launcher;
+use rave_harness::target::TargetDescription;
+use rave_harness::{Launcher, Machine};
 use rave_suites::runner::{self, Guests};
+
+/// How long an attached target gets to accept the SSH login.
+const ATTACH_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn main() {
     let args = Arguments::from_args();
     let started = Instant::now();
-    let guests = Arc::new(Guests::new(
-        || Launcher::from_env().map_err(|e| e.to_string()),
-        Arc::new(EventLog::disabled()),
-    ));
+    let events = Arc::new(EventLog::disabled());
+    let guests = Arc::new(
+        match std::env::var_os("RAVE_ATTACH").filter(|v| !v.is_empty() && !args.list) {
+            Some(file) => {
+                let allow_faults = std::env::var("RAVE_ALLOW_FAULTS").is_ok_and(|v| v == "1");
+                match TargetDescription::load(Path::new(&file))
+                    .map_err(|e| e.to_string())
+                    .and_then(|d| Machine::attach(&d, ATTACH_TIMEOUT).map_err(|e| e.to_string()))
+                {
+                    Ok(machine) => Guests::attached(machine, allow_faults, events),
+                    Err(e) => {
+                        eprintln!("RAVE_ATTACH: {e}");
+                        std::process::exit(2);
+                    }
+                }
+            }
+            None => Guests::new(|| Launcher::from_env().map_err(|e| e.to_string()), events),
+        },
+    );
     let records = Arc::new(Mutex::new(Vec::new()));
     let planned = runner::trials(&Profile::ALL, true);
     let mut selected = Vec::new();

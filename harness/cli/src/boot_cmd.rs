@@ -42,7 +42,7 @@ pub fn boot(profile: Profile, flavor: Option<Flavor>, keep: bool) -> anyhow::Res
 fn describe(machine: &Machine) -> anyhow::Result<TargetDescription> {
     let mut forwards = BTreeMap::new();
     for port in CLOSED_PORTS.iter().chain([CANARY_PORT].iter()) {
-        forwards.insert(*port, machine.forward(*port)?);
+        forwards.insert(*port, machine.forward(*port)?.port());
     }
     let image = machine.image();
     Ok(TargetDescription {
@@ -51,17 +51,17 @@ fn describe(machine: &Machine) -> anyhow::Result<TargetDescription> {
         flavor: image.manifest.flavor,
         ssh_host: "127.0.0.1".into(),
         ssh_port: machine.ssh_port(),
-        ssh_user: image.manifest.ssh_user.clone(),
+        ssh_user: machine.ssh_user().into(),
         ssh_key: machine.access().client_key.clone(),
         ssh_host_key: machine.access().host_public.clone(),
         https_host: "127.0.0.1".into(),
         https_port: machine.https_port(),
-        ca_cert: image.ca_cert(),
+        ca_cert: machine.ca_cert().map(Into::into),
         manifest: image.dir.join(MANIFEST_FILE),
         forwards,
-        serial_log: Some(machine.serial_log()),
-        state_dir: Some(machine.state_dir().into()),
-        pid: Some(machine.pid()),
+        serial_log: machine.serial_log(),
+        state_dir: machine.state_dir().map(Into::into),
+        pid: machine.pid(),
     })
 }
 

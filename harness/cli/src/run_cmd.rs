@@ -8,6 +8,8 @@ use anyhow::{bail, Context};
 use clap::Args;
 use rave_harness::events::EventLog;
 use rave_harness::report::{Outcome, RunReport};
+use rave_harness::target::TargetDescription;
+use rave_harness::Machine;
 use rave_suites::runner::{self, Guests, Trial};
 
 use crate::progress::Progress;
@@ -43,7 +45,16 @@ pub struct RunArgs {
     /// Push the run's figures to this Pushgateway (e.g. http://127.0.0.1:9091).
     #[arg(long)]
     pushgateway: Option<String>,
+    /// Run against a running target instead of booting: the JSON line `rave-harness boot` prints.
+    #[arg(long, value_name = "FILE")]
+    attach: Option<PathBuf>,
+    /// Let fault tests break the attached target (they run on it, not on a fresh guest).
+    #[arg(long, requires = "attach")]
+    allow_faults: bool,
 }
+
+/// How long an attached target gets to accept the SSH login.
+const ATTACH_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// `I/N` with 1 <= I <= N.
 fn parse_shard(text: &str) -> Result<(usize, usize), String> {
@@ -62,8 +73,21 @@ fn parse_shard(text: &str) -> Result<(usize, usize), String> {
 /// Runs the trials asked for; exit 0 when every one that ran passed.
 pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     let started = Instant::now();
-    let launcher = crate::launcher(args.flavor.map(Into::into))?;
-    let mut trials: Vec<Trial> = runner::trials(&args.profile.profiles(), args.faults);
+    let target = match &args.attach {
+        Some(file) => Some(TargetDescription::load(file)?),
+        None => None,
+    };
+    if target.is_some() && args.faults && !args.allow_faults {
+        bail!("--faults with --attach would break the attached target: add --allow-faults to let it, or drop --faults");
+    }
+    let profiles = match &target {
+        Some(t) if args.profile != ProfileArg::All && !args.profile.profiles().contains(&t.profile) => {
+            bail!("--profile {:?} but the attached target is {}", args.profile, t.profile)
+        }
+        Some(t) => vec![t.profile],
+        None => args.profile.profiles(),
+    };
+    let mut trials: Vec<Trial> = runner::trials(&profiles, args.faults);
     if let Some(pattern) = &args.filter {
         trials.retain(|t| t.name().contains(pattern.as_str()));
     }
@@ -78,18 +102,28 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         None => EventLog::disabled(),
     });
     let progress = Progress::new();
-    build_images(&launcher, &trials, &progress)?;
-    let launcher = Mutex::new(Some(launcher));
-    let guests = Guests::new(
-        move || {
-            launcher
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .take()
-                .ok_or_else(|| "the launcher was already taken".to_string())
-        },
-        Arc::clone(&events),
-    );
+    let guests = match &target {
+        Some(target) => {
+            progress.set(format!("attaching to {}", target.name));
+            let machine = Machine::attach(target, ATTACH_TIMEOUT)?;
+            Guests::attached(machine, args.allow_faults, Arc::clone(&events))
+        }
+        None => {
+            let launcher = crate::launcher(args.flavor.map(Into::into))?;
+            build_images(&launcher, &trials, &progress)?;
+            let launcher = Mutex::new(Some(launcher));
+            Guests::new(
+                move || {
+                    launcher
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .take()
+                        .ok_or_else(|| "the launcher was already taken".to_string())
+                },
+                Arc::clone(&events),
+            )
+        }
+    };
     guests.expect(&trials);
     let mut records = Vec::new();
     for (n, trial) in trials.iter().enumerate() {
