@@ -1,0 +1,16 @@
+# The Cargo workspace's sources (only what cargo needs), shared by the Rust
+# packages the flake builds. In a flake these are the git-tracked files.
+{ lib }:
+let
+  root = ../..;
+in
+lib.fileset.toSource {
+  inherit root;
+  fileset = lib.fileset.unions [
+    (root + "/Cargo.toml")
+    (root + "/Cargo.lock")
+    (root + "/harness")
+    (root + "/suites")
+    (root + "/images/webhook-dispatcher")
+  ];
+}
