@@ -2,6 +2,7 @@
 //! missing), accelerator (probed once), then [`Machine::boot`].
 
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use crate::accel::{self, AccelDecision, KvmUnusable};
 use crate::config::{ConfigError, RunConfig};
@@ -9,6 +10,7 @@ use crate::host_check::find_qemu;
 use crate::image_store::{ImageError, ImageSpec, ImageStore};
 use crate::machine::{BootOptions, Machine, MachineError};
 use crate::manifest::{Flavor, Image, Profile};
+use crate::warm_start::{state_key, SavedState, WarmStore};
 
 /// Why a guest could not be had.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +30,26 @@ pub enum LaunchError {
     /// `RAVE_FLAVOR` holds something else than debian or nixos.
     #[error("RAVE_FLAVOR={0:?} is not valid: debian (the default) or nixos")]
     Flavor(String),
+    /// `RAVE_COLD` holds something else than 0 or 1.
+    #[error("RAVE_COLD={0:?} is not valid: 1 (boot every guest cold) or 0 (restore saved states, the default)")]
+    Cold(String),
+}
+
+/// QEMU's version line: a saved state is only restored by the QEMU that saved it.
+fn qemu_version() -> Result<String, MachineError> {
+    let qemu = find_qemu()?;
+    let out = std::process::Command::new(&qemu)
+        .arg("--version")
+        .output()
+        .map_err(|e| MachineError::Setup {
+            what: format!("running {} --version", qemu.display()),
+            message: e.to_string(),
+        })?;
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_string())
 }
 
 /// Boots guests of one flavor with one run's settings.
@@ -39,22 +61,35 @@ pub struct Launcher {
     pub store: ImageStore,
     /// The flavor of every image this launcher boots.
     pub flavor: Flavor,
+    /// Boot every guest cold instead of restoring a saved state (`RAVE_COLD=1`, `--cold`).
+    pub cold: bool,
     accel: OnceLock<AccelDecision>,
 }
 
+/// How long a cold boot may take until every unit of the contract is up, before a save.
+pub const CONTRACT_UP_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long saving a guest's state may take.
+pub const SAVE_TIMEOUT: Duration = Duration::from_secs(120);
+
 impl Launcher {
     /// A launcher for the environment's settings (`QEMU_RAM_MB`, `QEMU_CPUS`,
-    /// `RAVE_ACCEL`, `SAFE`, `RAVE_FLAVOR`, `RAVE_CACHE_DIR`).
+    /// `RAVE_ACCEL`, `SAFE`, `RAVE_FLAVOR`, `RAVE_CACHE_DIR`, `RAVE_COLD`).
     pub fn from_env() -> Result<Self, LaunchError> {
         let flavor = match std::env::var("RAVE_FLAVOR").ok().as_deref().map(str::trim) {
             None | Some("") | Some("debian") => Flavor::Debian,
             Some("nixos") => Flavor::Nixos,
             Some(other) => return Err(LaunchError::Flavor(other.into())),
         };
+        let cold = match std::env::var("RAVE_COLD").ok().as_deref().map(str::trim) {
+            None | Some("") | Some("0") => false,
+            Some("1") => true,
+            Some(other) => return Err(LaunchError::Cold(other.into())),
+        };
         Ok(Launcher {
             config: RunConfig::from_env()?,
             store: ImageStore::from_env(),
             flavor,
+            cold,
             accel: OnceLock::new(),
         })
     }
@@ -73,14 +108,32 @@ impl Launcher {
         Ok(self.store.ensure(self.spec(profile))?)
     }
 
-    /// Boots a guest of `profile` named `name` and waits for SSH.
+    /// A guest of `profile` named `name`, up to SSH: restored from the image's
+    /// saved state (made by a cold boot first when there is none), or booted
+    /// cold when the launcher is `cold`.
     pub fn boot(&self, profile: Profile, name: &str) -> Result<Machine, LaunchError> {
         let image = self.image(profile)?;
         let accel = self.accel(&image)?;
-        Ok(Machine::boot(
-            &image,
-            &BootOptions::new(name, self.config.clone(), accel),
-        )?)
+        let options = BootOptions::new(name, self.config.clone(), accel);
+        if self.cold {
+            return Ok(Machine::boot(&image, &options)?);
+        }
+        let saved = self.saved_state(&image, &options)?;
+        Ok(Machine::restore(&image, &options, &saved)?)
+    }
+
+    /// The saved state of `image` booted with `options`, made now when missing.
+    pub fn saved_state(&self, image: &Image, options: &BootOptions) -> Result<SavedState, LaunchError> {
+        let shape = Machine::command_shape(image, options)?;
+        let key = state_key(image, &shape, &qemu_version()?);
+        let store = WarmStore::new(&self.store.cache_dir);
+        Ok(store.ensure(image, &key, |dir| {
+            let mut cold = options.clone();
+            cold.name = format!("rave-save-{}", image.manifest.profile);
+            let machine = Machine::boot(image, &cold)?;
+            machine.wait_for_contract(CONTRACT_UP_TIMEOUT)?;
+            machine.save_state(dir, SAVE_TIMEOUT)
+        })?)
     }
 
     /// The accelerator, decided on the first boot and kept for the run.

@@ -32,6 +32,7 @@ pub mod retry;
 pub mod ssh;
 pub mod target;
 pub mod test_access;
+pub mod warm_start;
 
 pub use config::RunConfig;
 pub use launcher::{LaunchError, Launcher};

@@ -26,6 +26,7 @@ use crate::retry::{retry, Deadline, Poll, RetryError};
 use crate::ssh::{AuthProbe, CommandOutput, SshError, SshSession};
 use crate::target::TargetDescription;
 use crate::test_access::{KeyError, TestAccess};
+use crate::warm_start::SavedState;
 
 /// Lines of the serial console carried by an error.
 pub const SERIAL_TAIL_LINES: usize = 30;
@@ -244,6 +245,78 @@ impl Machine {
 
     /// Starts QEMU on a fresh overlay of the image's disk; does not wait.
     pub fn start(image: &Image, options: &BootOptions) -> Result<Machine, MachineError> {
+        Machine::start_from(image, options, None)
+    }
+
+    /// Restores a saved guest (see [`crate::warm_start`]) on a fresh overlay
+    /// of its saved disk, waits for SSH, and sets the guest's clock, which
+    /// stood still from the save until now.
+    pub fn restore(image: &Image, options: &BootOptions, saved: &SavedState) -> Result<Machine, MachineError> {
+        let machine = Machine::start_from(image, options, Some(saved))?;
+        machine.resume_after_load(options.boot_timeout)?;
+        machine.wait_for_ssh(options.boot_timeout)?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        machine.succeed(&format!(
+            "sudo date -u -s @{}.{:09} >/dev/null",
+            now.as_secs(),
+            now.subsec_nanos()
+        ))?;
+        machine.reach_stage("clock");
+        Ok(machine)
+    }
+
+    /// A restored guest was saved stopped, so it stays paused once its state
+    /// is loaded: waits for the load, then lets it run.
+    fn resume_after_load(&self, timeout: Duration) -> Result<(), MachineError> {
+        let Some(booted) = self.booted() else { return Ok(()) };
+        self.wait(
+            "the saved state to load",
+            Deadline::new(timeout, Duration::from_millis(50)),
+            || match lock(&booted.qemu).monitor("info status") {
+                Ok(status) if status.contains("inmigrate") => Poll::Pending(status.trim().to_string()),
+                Ok(status) if status.contains("paused") => Poll::Ready(()),
+                Ok(status) if status.contains("running") => Poll::Ready(()),
+                Ok(status) => Poll::Pending(status.trim().to_string()),
+                // The QMP socket appears a moment after QEMU starts.
+                Err(e) => Poll::Pending(e.to_string()),
+            },
+        )?;
+        lock(&booted.qemu).monitor("cont")?;
+        self.reach_stage("restored");
+        Ok(())
+    }
+
+    /// The QEMU argv shape of `image` booted with `options`: what a saved
+    /// state must have been saved with to be restored (see [`QemuCommand::shape`]).
+    pub fn command_shape(image: &Image, options: &BootOptions) -> Result<Vec<String>, MachineError> {
+        let placeholder = Path::new("/");
+        let access_files = [
+            crate::test_access::FW_CFG_AUTHORIZED_KEYS,
+            crate::test_access::FW_CFG_HOST_KEY,
+        ]
+        .into_iter()
+        .map(|name| FwCfgFile {
+            name: name.into(),
+            path: placeholder.into(),
+        })
+        .collect();
+        Ok(command_for(
+            image,
+            options,
+            find_qemu()?,
+            placeholder,
+            access_files,
+            placeholder.into(),
+            0,
+            0,
+            None,
+        )
+        .shape())
+    }
+
+    fn start_from(image: &Image, options: &BootOptions, saved: Option<&SavedState>) -> Result<Machine, MachineError> {
         let qemu = find_qemu()?;
         let qemu_img = find_program("qemu-img", "qemu-utils")?;
         HostResources::read().check(&options.config)?;
@@ -259,42 +332,27 @@ impl Machine {
             .tempdir()
             .map_err(setup("creating the guest's state directory"))?;
         let state_dir = temp.path().to_path_buf();
-        let access = TestAccess::generate(&state_dir)?;
+        // A restored guest already holds the keys it was saved with.
+        let access = match saved {
+            Some(saved) => saved.access()?,
+            None => TestAccess::generate(&state_dir)?,
+        };
         let overlay = state_dir.join("overlay.qcow2");
-        create_overlay(&qemu_img, &image.disk(), &overlay)?;
+        let base = saved.map_or_else(|| image.disk(), SavedState::disk);
+        create_overlay(&qemu_img, &base, &overlay)?;
         let ssh_port = free_loopback_port().map_err(setup("finding a free port"))?;
         let https_port = free_loopback_port().map_err(setup("finding a free port"))?;
-        let command = QemuCommand {
-            binary: qemu,
-            name: options.name.clone(),
-            accel: options.accel,
-            ram_mb: options.config.ram_mb,
-            cpus: options.config.cpus,
-            kernel: image.kernel(),
-            initrd: image.initrd(),
-            append: image.manifest.kernel_cmdline.clone(),
+        let command = command_for(
+            image,
+            options,
+            qemu,
+            &state_dir,
+            access.fw_cfg(),
             overlay,
-            forwards: vec![
-                PortForward {
-                    host_port: ssh_port,
-                    guest_port: 22,
-                },
-                PortForward {
-                    host_port: https_port,
-                    guest_port: GUEST_HTTPS_PORT,
-                },
-            ],
-            serial_log: state_dir.join("serial.log"),
-            qmp_socket: state_dir.join("qmp.sock"),
-            fw_cfg: access
-                .fw_cfg()
-                .into_iter()
-                .chain(image.age_identity().map(|path| FwCfgFile {
-                    name: FW_CFG_AGE_IDENTITY.into(),
-                    path,
-                }))
-                .collect(),
-        };
+            ssh_port,
+            https_port,
+            saved.map(SavedState::vmstate),
+        );
         std::fs::write(state_dir.join("qemu.argv"), command.argv().join("\n")).map_err(setup("writing qemu.argv"))?;
         let process = QemuProcess::spawn(&command.argv(), &state_dir.join("qemu.log"), &command.qmp_socket)?;
         let started = Instant::now();
@@ -772,6 +830,67 @@ impl Machine {
         }
     }
 
+    /// Waits until every unit of the image's contract is active and systemd
+    /// has no job left (the moment a warm start saves).
+    pub fn wait_for_contract(&self, timeout: Duration) -> Result<(), MachineError> {
+        let deadline = Instant::now() + timeout;
+        for component in self.image.manifest.components.values() {
+            self.wait_for_unit(&component.unit, deadline.saturating_duration_since(Instant::now()))?;
+        }
+        self.wait_until_succeeds(
+            "test -z \"$(systemctl list-jobs --no-legend)\"",
+            deadline.saturating_duration_since(Instant::now()),
+        )?;
+        Ok(())
+    }
+
+    /// Saves this guest into `dir` for warm starts (see [`crate::warm_start`]):
+    /// stops it, migrates its memory and devices to a file, then ends QEMU
+    /// and keeps its disk overlay and keys. The guest is gone afterwards.
+    pub fn save_state(&self, dir: &Path, timeout: Duration) -> Result<(), MachineError> {
+        use crate::warm_start::{DISK_FILE, VMSTATE_FILE};
+        let booted = self.booted().ok_or_else(|| MachineError::NotBooted {
+            name: self.name.clone(),
+            what: "saving its state".into(),
+        })?;
+        *self.lock_ssh() = None;
+        let vmstate = dir.join(VMSTATE_FILE);
+        let said = {
+            let qemu = lock(&booted.qemu);
+            qemu.monitor("stop")?;
+            qemu.monitor(&format!("migrate -d \"exec:cat > {}\"", vmstate.display()))?
+        };
+        if !said.trim().is_empty() {
+            return Err(MachineError::Setup {
+                what: format!("saving {} to {}", self.name, vmstate.display()),
+                message: said.trim().into(),
+            });
+        }
+        self.wait(
+            &format!("the migration of {} to {}", self.name, vmstate.display()),
+            Deadline::new(timeout, Duration::from_millis(200)),
+            || match lock(&booted.qemu).monitor("info migrate") {
+                Ok(info) if info.contains("Migration status: completed") => Poll::Ready(()),
+                Ok(info) if info.contains("Migration status: failed") => Poll::Abort(MachineError::Setup {
+                    what: format!("saving {}", self.name),
+                    message: info.trim().into(),
+                }),
+                Ok(info) => Poll::Pending(info.lines().next().unwrap_or("").trim().to_string()),
+                Err(e) => Poll::Abort(e.into()),
+            },
+        )?;
+        lock(&booted.qemu).kill();
+        let copy = |from: &Path, to: &Path| {
+            std::fs::copy(from, to).map(|_| ()).map_err(|e| MachineError::Setup {
+                what: format!("copying {} to {}", from.display(), to.display()),
+                message: e.to_string(),
+            })
+        };
+        copy(&booted.state_dir.join("overlay.qcow2"), &dir.join(DISK_FILE))?;
+        self.access.copy_to(dir)?;
+        Ok(())
+    }
+
     /// Kills QEMU at once, as a crash would (a booted guest only).
     pub fn crash(&self) -> Result<(), MachineError> {
         let booted = self.booted().ok_or_else(|| MachineError::NotBooted {
@@ -835,6 +954,52 @@ impl Machine {
 
     fn lock_ssh(&self) -> MutexGuard<'_, Option<SshSession>> {
         self.ssh.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// The QEMU command of `image` with `options`, its per-run files in `state_dir`.
+#[allow(clippy::too_many_arguments)]
+fn command_for(
+    image: &Image,
+    options: &BootOptions,
+    qemu: PathBuf,
+    state_dir: &Path,
+    access_files: Vec<FwCfgFile>,
+    overlay: PathBuf,
+    ssh_port: u16,
+    https_port: u16,
+    incoming: Option<PathBuf>,
+) -> QemuCommand {
+    QemuCommand {
+        binary: qemu,
+        name: options.name.clone(),
+        accel: options.accel,
+        ram_mb: options.config.ram_mb,
+        cpus: options.config.cpus,
+        kernel: image.kernel(),
+        initrd: image.initrd(),
+        append: image.manifest.kernel_cmdline.clone(),
+        overlay,
+        forwards: vec![
+            PortForward {
+                host_port: ssh_port,
+                guest_port: 22,
+            },
+            PortForward {
+                host_port: https_port,
+                guest_port: GUEST_HTTPS_PORT,
+            },
+        ],
+        serial_log: state_dir.join("serial.log"),
+        qmp_socket: state_dir.join("qmp.sock"),
+        fw_cfg: access_files
+            .into_iter()
+            .chain(image.age_identity().map(|path| FwCfgFile {
+                name: FW_CFG_AGE_IDENTITY.into(),
+                path,
+            }))
+            .collect(),
+        incoming,
     }
 }
 

@@ -62,6 +62,8 @@ pub struct QemuCommand {
     pub qmp_socket: PathBuf,
     /// Files handed to the guest at boot (test access).
     pub fw_cfg: Vec<FwCfgFile>,
+    /// A saved guest state to restore instead of booting (see [`crate::warm_start`]).
+    pub incoming: Option<PathBuf>,
 }
 
 impl QemuCommand {
@@ -78,10 +80,45 @@ impl QemuCommand {
             self.console_args(),
             self.control_args(),
             self.fw_cfg_args(),
+            self.incoming_args(),
         ] {
             argv.extend(group);
         }
         argv
+    }
+
+    /// The argv with what may differ between two runs of the same guest
+    /// (name, paths of per-run files, host ports, the state to restore)
+    /// replaced by placeholders: a saved state fits a command line exactly
+    /// when the shapes are equal.
+    pub fn shape(&self) -> Vec<String> {
+        let mut same = self.clone();
+        same.name = "NAME".into();
+        same.overlay = "OVERLAY".into();
+        same.serial_log = "SERIAL".into();
+        same.qmp_socket = "QMP".into();
+        for forward in &mut same.forwards {
+            forward.host_port = 0;
+        }
+        for file in &mut same.fw_cfg {
+            file.path = "FWCFG".into();
+        }
+        same.incoming = None;
+        same.argv()
+    }
+
+    /// Restore a saved state (QEMU 7.2 has no `file:` migration, so `exec:cat`);
+    /// the guest runs as soon as it is loaded.
+    fn incoming_args(&self) -> Vec<String> {
+        match &self.incoming {
+            Some(state) => {
+                let quoted = shlex::try_quote(&state.display().to_string())
+                    .map(|q| q.into_owned())
+                    .unwrap_or_else(|_| state.display().to_string());
+                args(&["-incoming", &format!("exec:cat {quoted}")])
+            }
+            None => Vec::new(),
+        }
     }
 
     /// No default devices, no display, no config files of the host: the guest
@@ -222,6 +259,36 @@ mod tests {
                 name: "opt/rave/authorized_keys".into(),
                 path: "/state/authorized_keys".into(),
             }],
+            incoming: None,
+        }
+    }
+
+    #[test]
+    fn a_restore_adds_only_incoming_and_keeps_the_shape() {
+        let mut restore = example(Accel::Tcg);
+        restore.incoming = Some("/cache/warm/x/vmstate".into());
+        restore.name = "rave-fault-p0".into();
+        restore.overlay = "/other/overlay.qcow2".into();
+        restore.forwards[0].host_port = 41000;
+        let (cold, warm) = (example(Accel::Tcg), restore);
+        assert_eq!(cold.shape(), warm.shape());
+        let argv = warm.argv();
+        assert_eq!(argv[argv.len() - 2..], ["-incoming", "exec:cat /cache/warm/x/vmstate"]);
+    }
+
+    #[test]
+    fn the_shape_changes_with_what_the_saved_state_depends_on() {
+        let base = example(Accel::Tcg);
+        for change in [
+            |c: &mut QemuCommand| c.ram_mb = 4096,
+            |c: &mut QemuCommand| c.cpus = 1,
+            |c: &mut QemuCommand| c.accel = Accel::Kvm,
+            |c: &mut QemuCommand| c.append.push_str(" quiet"),
+            |c: &mut QemuCommand| c.kernel = "/other/vmlinuz".into(),
+        ] {
+            let mut changed = base.clone();
+            change(&mut changed);
+            assert_ne!(base.shape(), changed.shape());
         }
     }
 

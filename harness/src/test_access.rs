@@ -87,6 +87,43 @@ impl TestAccess {
         Ok(access)
     }
 
+    /// The access written into `dir` earlier by [`TestAccess::generate`]
+    /// (a saved guest state keeps the keys its guest was booted with).
+    pub fn load(dir: &Path) -> Result<Self, KeyError> {
+        let read = |path: PathBuf| {
+            fs::read_to_string(&path).map_err(|source| KeyError::Write {
+                path: path.clone(),
+                source,
+            })
+        };
+        let host = PrivateKey::from_openssh(read(dir.join("ssh_host_ed25519_key"))?)?;
+        let client_public = read(dir.join("authorized_keys"))?.trim().to_string();
+        Ok(TestAccess {
+            client_key: dir.join("id_ed25519"),
+            client_public,
+            host_key_blob: host.public_key().to_bytes()?,
+            host_public: host.public_key().to_openssh()?,
+            authorized_keys: dir.join("authorized_keys"),
+            host_key: dir.join("ssh_host_ed25519_key"),
+        })
+    }
+
+    /// Copies this access's files into `dir` (0600), for a saved guest state.
+    pub fn copy_to(&self, dir: &Path) -> Result<TestAccess, KeyError> {
+        for (from, name) in [
+            (&self.client_key, "id_ed25519"),
+            (&self.authorized_keys, "authorized_keys"),
+            (&self.host_key, "ssh_host_ed25519_key"),
+        ] {
+            let content = fs::read(from).map_err(|source| KeyError::Write {
+                path: from.clone(),
+                source,
+            })?;
+            write_private(&dir.join(name), &content)?;
+        }
+        TestAccess::load(dir)
+    }
+
     /// The access a target description gives: its client key file and the
     /// host's public key line to pin (no trust on first use).
     pub fn described(client_key: &Path, host_public: &str) -> Result<Self, KeyError> {
@@ -154,5 +191,18 @@ mod tests {
         }
         let shown = format!("{first:?}");
         assert!(!shown.contains("PRIVATE"), "{shown}");
+    }
+
+    #[test]
+    fn copied_access_loads_the_same_keys() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let original = TestAccess::generate(a.path()).unwrap();
+        let copy = original.copy_to(b.path()).unwrap();
+        assert_eq!(copy.host_key_blob, original.host_key_blob);
+        assert_eq!(copy.client_public, original.client_public);
+        assert_eq!(
+            fs::read(&copy.client_key).unwrap(),
+            fs::read(&original.client_key).unwrap()
+        );
     }
 }

@@ -223,6 +223,15 @@ impl Guests {
                 }
             }
             TrialKind::Fault => {
+                // Known from the image alone: no guest is booted for a case that cannot apply.
+                match launcher.image(trial.profile) {
+                    Ok(image) => {
+                        if let Err(reason) = trial.case.applies_to(&image.manifest) {
+                            return Outcome::Ignored { reason };
+                        }
+                    }
+                    Err(e) => return Outcome::Failed { message: e.to_string() },
+                }
                 let name = format!("rave-fault-{}-{}", trial.profile, trial.case.name.replace('_', "-"));
                 let machine = match self.boot(launcher, trial.profile, &name) {
                     Ok(machine) => machine,

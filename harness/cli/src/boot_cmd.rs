@@ -12,12 +12,13 @@ use rave_suites::security::{CANARY_PORT, CLOSED_PORTS};
 
 /// Boots `profile`, prints its [`TargetDescription`], and with `keep` stays
 /// up until SIGINT or SIGTERM; then powers the guest down.
-pub fn boot(profile: Profile, flavor: Option<Flavor>, keep: bool) -> anyhow::Result<i32> {
+pub fn boot(profile: Profile, flavor: Option<Flavor>, keep: bool, cold: bool) -> anyhow::Result<i32> {
     // Blocked before any thread starts, so every thread inherits the mask and
     // the signals wait for `sigwait` below instead of killing the process.
     let signals = shutdown_signals();
     signals.thread_block().context("blocking SIGINT/SIGTERM")?;
-    let launcher = crate::launcher(flavor)?;
+    let mut launcher = crate::launcher(flavor)?;
+    launcher.cold |= cold;
     let machine = launcher.boot(profile, &format!("rave-{profile}"))?;
     let description = describe(&machine)?;
     let mut stdout = std::io::stdout().lock();

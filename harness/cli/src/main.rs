@@ -73,6 +73,9 @@ enum Cmd {
         /// Stay up until Ctrl-C or SIGTERM, then power the guest down.
         #[arg(long)]
         keep: bool,
+        /// Boot cold instead of restoring the image's saved state (RAVE_COLD=1).
+        #[arg(long)]
+        cold: bool,
     },
     /// Build, list or find images.
     Images {
@@ -97,7 +100,12 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Cmd::Run(args) => run_cmd::run(args),
-        Cmd::Boot { profile, flavor, keep } => boot_cmd::boot(profile, flavor.map(Flavor::from), keep),
+        Cmd::Boot {
+            profile,
+            flavor,
+            keep,
+            cold,
+        } => boot_cmd::boot(profile, flavor.map(Flavor::from), keep, cold),
         Cmd::Images { command } => images_cmd::images(command),
         Cmd::List { profile } => list_cmd::list(&profile.profiles()),
         Cmd::Doctor { cache_dir } => doctor_cmd::doctor(cache_dir),

@@ -48,6 +48,9 @@ pub struct RunArgs {
     /// Run against a running target instead of booting: the JSON line `rave-harness boot` prints.
     #[arg(long, value_name = "FILE")]
     attach: Option<PathBuf>,
+    /// Boot every guest cold instead of restoring the images' saved states (RAVE_COLD=1).
+    #[arg(long)]
+    cold: bool,
     /// Let fault tests break the attached target (they run on it, not on a fresh guest).
     #[arg(long, requires = "attach")]
     allow_faults: bool,
@@ -109,7 +112,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
             Guests::attached(machine, args.allow_faults, Arc::clone(&events))
         }
         None => {
-            let launcher = crate::launcher(args.flavor.map(Into::into))?;
+            let mut launcher = crate::launcher(args.flavor.map(Into::into))?;
+            launcher.cold |= args.cold;
             build_images(&launcher, &trials, &progress)?;
             let launcher = Mutex::new(Some(launcher));
             Guests::new(
