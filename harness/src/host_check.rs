@@ -65,6 +65,14 @@ impl HostResources {
         }
     }
 
+    /// How many guests of `config`'s size this host runs at once without
+    /// over-committing its CPUs or its memory (at least one).
+    pub fn guests_at_once(&self, config: &RunConfig) -> usize {
+        let by_cpus = self.cpus / (config.cpus.max(1) as usize);
+        let by_memory = self.available_mb / (u64::from(config.ram_mb) + QEMU_OVERHEAD_MB);
+        by_cpus.min(by_memory.min(usize::MAX as u64) as usize).max(1)
+    }
+
     /// Checks that a guest of `config`'s size fits.
     pub fn check(&self, config: &RunConfig) -> Result<(), HostError> {
         let needed_mb = u64::from(config.ram_mb) + QEMU_OVERHEAD_MB;
@@ -115,6 +123,29 @@ pub(crate) fn is_executable(path: &Path) -> bool {
     path.metadata()
         .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
         .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod guests_at_once_tests {
+    use super::*;
+
+    fn config(ram_mb: u32, cpus: u32) -> RunConfig {
+        RunConfig {
+            ram_mb,
+            cpus,
+            accel: crate::config::AccelChoice::Tcg,
+            safe_mode: true,
+        }
+    }
+
+    #[test]
+    fn never_over_commits_cpus_or_memory() {
+        let host = |available_mb, cpus| HostResources { available_mb, cpus };
+        assert_eq!(host(24_000, 2).guests_at_once(&config(3072, 2)), 1);
+        assert_eq!(host(24_000, 8).guests_at_once(&config(3072, 2)), 4);
+        assert_eq!(host(7_000, 8).guests_at_once(&config(3072, 2)), 1);
+        assert_eq!(host(1_000, 1).guests_at_once(&config(3072, 2)), 1);
+    }
 }
 
 #[cfg(test)]

@@ -26,7 +26,70 @@ const DEBIAN_INPUTS: &[&str] = &[
 ];
 
 /// Bumped when the way recipes turn into images changes outside the recipe files.
-const STORE_VERSION: &str = "rave-image-store-1";
+const STORE_VERSION: &str = "rave-image-store-2";
+
+/// The workspace package the images carry.
+const DISPATCHER_PACKAGE: &str = "webhook-dispatcher";
+
+/// The `[[package]]` blocks of a Cargo.lock that `root` depends on, itself
+/// included, in the lock's order: what a build of `root` reads from the lock.
+pub fn lock_closure(lock: &str, root: &str) -> String {
+    struct Block<'a> {
+        name: &'a str,
+        version: &'a str,
+        deps: Vec<(&'a str, Option<&'a str>)>,
+        text: String,
+    }
+    let mut blocks = Vec::new();
+    for chunk in lock.split("[[package]]").skip(1) {
+        let mut block = Block {
+            name: "",
+            version: "",
+            deps: Vec::new(),
+            text: chunk.trim().to_string(),
+        };
+        let mut in_deps = false;
+        for line in chunk.lines().map(str::trim) {
+            fn value(line: &str) -> Option<&str> {
+                line.split_once('=').map(|(_, v)| v.trim().trim_matches('"'))
+            }
+            if let Some(v) = line.strip_prefix("name =").and(value(line)) {
+                block.name = v;
+            } else if let Some(v) = line.strip_prefix("version =").and(value(line)) {
+                block.version = v;
+            } else if line.starts_with("dependencies = [") {
+                in_deps = true;
+            } else if in_deps && line.starts_with(']') {
+                in_deps = false;
+            } else if in_deps {
+                let mut words = line.trim_end_matches(',').trim_matches('"').split_whitespace();
+                if let Some(name) = words.next() {
+                    block.deps.push((name, words.next()));
+                }
+            }
+        }
+        blocks.push(block);
+    }
+    let mut wanted = vec![false; blocks.len()];
+    let mut stack: Vec<usize> = blocks.iter().position(|b| b.name == root).into_iter().collect();
+    while let Some(i) = stack.pop() {
+        if std::mem::replace(&mut wanted[i], true) {
+            continue;
+        }
+        for (name, version) in &blocks[i].deps {
+            let found = blocks
+                .iter()
+                .position(|b| b.name == *name && version.is_none_or(|v| b.version == v));
+            stack.extend(found);
+        }
+    }
+    blocks
+        .iter()
+        .zip(wanted)
+        .filter(|(_, w)| *w)
+        .map(|(b, _)| format!("[[package]]\n{}\n", b.text))
+        .collect()
+}
 
 /// Errors of finding or building an image.
 #[derive(Debug, thiserror::Error)]
@@ -145,10 +208,15 @@ impl ImageStore {
         hasher.update(STORE_VERSION);
         hasher.update(spec.name());
         for file in files {
-            let content = std::fs::read(&file).map_err(|source| ImageError::Recipe {
+            let mut content = std::fs::read(&file).map_err(|source| ImageError::Recipe {
                 path: file.clone(),
                 source,
             })?;
+            // Of the workspace's lock file only what the dispatcher is built
+            // from decides the image: a new test dependency rebuilds nothing.
+            if file.file_name().is_some_and(|n| n == "Cargo.lock") {
+                content = lock_closure(&String::from_utf8_lossy(&content), DISPATCHER_PACKAGE).into_bytes();
+            }
             let relative = file.strip_prefix(&self.recipes_dir).unwrap_or(&file);
             hasher.update(relative.to_string_lossy().as_bytes());
             hasher.update((content.len() as u64).to_le_bytes());
@@ -177,13 +245,16 @@ impl ImageStore {
     }
 
     /// The image of `spec`, built first when the cache lacks it; the build's
-    /// step lines go to stdout.
+    /// step lines go to stdout. A nixos image must be there already.
     pub fn ensure(&self, spec: ImageSpec) -> Result<Image, ImageError> {
         self.ensure_reporting(spec, &|line| println!("{line}"))
     }
 
     /// [`ImageStore::ensure`], handing each step line of a build to `on_step`.
     pub fn ensure_reporting(&self, spec: ImageSpec, on_step: &dyn Fn(&str)) -> Result<Image, ImageError> {
+        if spec.flavor == Flavor::Nixos {
+            self.buildable(spec).map_err(ImageError::NotBuildable)?;
+        }
         // The recipe is hashed once: the directory it names is all the rest needs.
         let dir = self.image_dir(spec)?;
         if let Some(image) = finished_image(&dir)? {
@@ -362,6 +433,54 @@ mod tests {
         profile: Profile::P0,
         safe_mode: true,
     };
+
+    #[test]
+    fn only_the_dispatchers_part_of_the_lock_counts() {
+        let lock = r#"version = 4
+
+[[package]]
+name = "webhook-dispatcher"
+version = "0.1.0"
+dependencies = [
+ "serde",
+ "tokio 1.2.0",
+]
+
+[[package]]
+name = "proptest"
+version = "1.0.0"
+
+[[package]]
+name = "serde"
+version = "1.0.0"
+
+[[package]]
+name = "tokio"
+version = "1.1.0"
+
+[[package]]
+name = "tokio"
+version = "1.2.0"
+dependencies = [
+ "mio",
+]
+
+[[package]]
+name = "mio"
+version = "1.0.0"
+"#;
+        let closure = lock_closure(lock, "webhook-dispatcher");
+        for present in ["webhook-dispatcher", "serde", "version = \"1.2.0\"", "mio"] {
+            assert!(closure.contains(present), "{present} missing from {closure}");
+        }
+        assert!(!closure.contains("proptest"), "{closure}");
+        assert!(!closure.contains("1.1.0"), "{closure}");
+        let with_test_dep = lock.replace(
+            "name = \"proptest\"\nversion = \"1.0.0\"",
+            "name = \"proptest\"\nversion = \"1.9.0\"",
+        );
+        assert_eq!(lock_closure(&with_test_dep, "webhook-dispatcher"), closure);
+    }
 
     #[test]
     fn the_hash_follows_recipe_content_and_spec() {

@@ -68,6 +68,8 @@ pub struct Launcher {
 
 /// How long a cold boot may take until every unit of the contract is up, before a save.
 pub const CONTRACT_UP_TIMEOUT: Duration = Duration::from_secs(300);
+/// Boots tried when another process takes a forwarded port first.
+pub const PORT_ATTEMPTS: u32 = 3;
 /// How long saving a guest's state may take.
 pub const SAVE_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -80,6 +82,8 @@ impl Launcher {
             Some("nixos") => Flavor::Nixos,
             Some(other) => return Err(LaunchError::Flavor(other.into())),
         };
+        // State left by a harness that was killed (SIGKILL) goes first.
+        crate::reaper::sweep_stale();
         let cold = match std::env::var("RAVE_COLD").ok().as_deref().map(str::trim) {
             None | Some("") | Some("0") => false,
             Some("1") => true,
@@ -115,11 +119,26 @@ impl Launcher {
         let image = self.image(profile)?;
         let accel = self.accel(&image)?;
         let options = BootOptions::new(name, self.config.clone(), accel);
-        if self.cold {
-            return Ok(Machine::boot(&image, &options)?);
+        let saved = if self.cold {
+            None
+        } else {
+            Some(self.saved_state(&image, &options)?)
+        };
+        // A free port is found by binding and releasing it; another process can
+        // take it before QEMU binds it. QEMU then exits at once: try new ports.
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let result = match &saved {
+                Some(saved) => Machine::restore(&image, &options, saved),
+                None => Machine::boot(&image, &options),
+            };
+            match result {
+                Err(MachineError::QemuExited { ref qemu_said, .. })
+                    if qemu_said.contains("host forwarding rule") && attempts < PORT_ATTEMPTS => {}
+                other => return Ok(other?),
+            }
         }
-        let saved = self.saved_state(&image, &options)?;
-        Ok(Machine::restore(&image, &options, &saved)?)
     }
 
     /// The saved state of `image` booted with `options`, made now when missing.

@@ -26,6 +26,7 @@ pub mod ports;
 pub mod pushgateway;
 pub mod qemu_command;
 pub mod qemu_process;
+pub mod reaper;
 pub mod report;
 pub mod resources;
 pub mod retry;

@@ -217,6 +217,8 @@ enum Backend {
 struct Booted {
     // Declared before `state`: QEMU is killed before its directory goes.
     qemu: Mutex<QemuProcess>,
+    /// Held while the guest lives: a sweep leaves the directory alone.
+    _owner: crate::reaper::OwnerLock,
     state_dir: PathBuf,
     _state: Option<tempfile::TempDir>,
     /// When QEMU was started.
@@ -327,11 +329,14 @@ impl Machine {
                 message: e.to_string(),
             }
         };
+        let root = crate::reaper::state_root();
+        std::fs::create_dir_all(&root).map_err(setup("creating the state root"))?;
         let temp = tempfile::Builder::new()
             .prefix(&format!("{}-", options.name))
-            .tempdir()
+            .tempdir_in(&root)
             .map_err(setup("creating the guest's state directory"))?;
         let state_dir = temp.path().to_path_buf();
+        let owner = crate::reaper::own(&state_dir).map_err(setup("locking the guest's state directory"))?;
         // A restored guest already holds the keys it was saved with.
         let access = match saved {
             Some(saved) => saved.access()?,
@@ -357,8 +362,10 @@ impl Machine {
         let process = QemuProcess::spawn(&command.argv(), &state_dir.join("qemu.log"), &command.qmp_socket)?;
         let started = Instant::now();
         let usage = UsageSampler::start(process.pid());
+        crate::reaper::register(process.pid(), &state_dir);
         // A kept directory outlives the run; otherwise it goes with the machine.
         let state_guard = if options.keep_state {
+            std::fs::write(state_dir.join(crate::reaper::KEEP_MARK), b"").map_err(setup("marking the state kept"))?;
             let _ = temp.keep();
             None
         } else {
@@ -378,6 +385,7 @@ impl Machine {
             boot_stages: Mutex::new(Vec::new()),
             backend: Backend::Booted(Booted {
                 qemu: Mutex::new(process),
+                _owner: owner,
                 state_dir,
                 _state: state_guard,
                 started,
@@ -841,6 +849,7 @@ impl Machine {
             "test -z \"$(systemctl list-jobs --no-legend)\"",
             deadline.saturating_duration_since(Instant::now()),
         )?;
+        self.reach_stage("contract");
         Ok(())
     }
 
@@ -1006,7 +1015,9 @@ fn command_for(
 impl Drop for Machine {
     fn drop(&mut self) {
         if let Some(booted) = self.booted() {
-            lock(&booted.qemu).kill();
+            let mut qemu = lock(&booted.qemu);
+            qemu.kill();
+            crate::reaper::unregister(qemu.pid());
         }
     }
 }
@@ -1027,9 +1038,15 @@ fn create_overlay(qemu_img: &Path, base: &Path, overlay: &Path) -> Result<(), Ma
             message: e.to_string(),
         })?;
     if !out.status.success() {
+        let said: Vec<&str> = std::str::from_utf8(&out.stderr)
+            .unwrap_or("")
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
         return Err(MachineError::Setup {
             what: format!("creating an overlay of {}", base.display()),
-            message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            message: format!("{} (is the image complete? rebuild it)", said.join("; ")),
         });
     }
     Ok(())

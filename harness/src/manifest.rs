@@ -125,7 +125,7 @@ pub struct Manifest {
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
     /// The file could not be read.
-    #[error("cannot read image manifest {path}: {source} (build the image: rave-harness images build)")]
+    #[error("cannot read image manifest {path}: {source} (build the image: rave-harness images build; a nixos one: nix build .#PROFILE-test)")]
     Read {
         /// The file.
         path: PathBuf,
@@ -133,7 +133,7 @@ pub enum ManifestError {
         source: std::io::Error,
     },
     /// The file is not a valid manifest.
-    #[error("image manifest {path} is invalid: {message} (rebuild the image: rave-harness images build)")]
+    #[error("image manifest {path} is invalid: {message} (rebuild the image: rave-harness images build; a nixos one: nix build .#PROFILE-test)")]
     Invalid {
         /// The file.
         path: PathBuf,

@@ -82,12 +82,14 @@ pub fn trial_name(kind: TrialKind, profile: Profile, suite: &str, case: &str) ->
 }
 
 /// A stage of a guest's boot and when it was reached, from QEMU's start.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct BootStage {
-    /// e.g. `console` (first serial output), `ssh` (first key login).
+    /// e.g. `console` (first serial output), `restored` (saved state loaded),
+    /// `ssh` (first key login), `clock` (a restored guest's clock set),
+    /// `contract` (every unit of the contract active).
     pub stage: String,
     /// Since QEMU started.
-    #[serde(serialize_with = "seconds")]
+    #[serde(serialize_with = "seconds", deserialize_with = "from_seconds")]
     pub at: Duration,
 }
 
@@ -330,6 +332,11 @@ fn first_line(text: &str) -> String {
         .unwrap_or("")
         .trim()
         .to_string()
+}
+
+fn from_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let secs = <f64 as serde::Deserialize>::deserialize(d)?;
+    Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom)
 }
 
 fn seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {

@@ -50,6 +50,9 @@ pub struct TargetDescription {
     /// QEMU's process id, when booted by `rave-harness boot`.
     #[serde(default)]
     pub pid: Option<u32>,
+    /// The boot stages reached before the description was printed, when booted by `rave-harness boot`.
+    #[serde(default)]
+    pub boot_stages: Vec<crate::report::BootStage>,
 }
 
 /// A target description that cannot be used.

@@ -84,6 +84,28 @@ struct Attached {
     allow_faults: bool,
 }
 
+/// Trials grouped into lanes that may run side by side: one lane per
+/// profile's case trials (they share that profile's guest, in order), one
+/// lane per fault test (each boots its own guest). Each trial keeps its index
+/// in `trials`, so results can be put back in order.
+pub fn lanes(trials: &[Trial]) -> Vec<Vec<(usize, Trial)>> {
+    let mut lanes: Vec<Vec<(usize, Trial)>> = Vec::new();
+    let mut by_profile: BTreeMap<Profile, usize> = BTreeMap::new();
+    for (index, trial) in trials.iter().enumerate() {
+        match trial.kind {
+            TrialKind::Case => {
+                let lane = *by_profile.entry(trial.profile).or_insert_with(|| {
+                    lanes.push(Vec::new());
+                    lanes.len() - 1
+                });
+                lanes[lane].push((index, *trial));
+            }
+            TrialKind::Fault => lanes.push(vec![(index, *trial)]),
+        }
+    }
+    lanes
+}
+
 /// One profile's shared guest.
 #[derive(Default)]
 struct Slot {
@@ -265,7 +287,8 @@ impl Guests {
             .map_err(|e| format!("booting {name}: {e}"))?;
         self.events.emit(
             "boot_finished",
-            serde_json::json!({"guest": name, "profile": profile, "stages": machine.boot_stages()}),
+            serde_json::json!({"guest": name, "profile": profile, "stages": machine.boot_stages(),
+                "pid": machine.pid(), "state_dir": machine.state_dir()}),
         );
         Ok(machine)
     }
@@ -349,6 +372,21 @@ mod tests {
         let p2_only = trials(&[Profile::P2], true);
         assert!(p2_only.iter().all(|t| t.profile == Profile::P2));
         assert_eq!(p2_only.iter().filter(|t| t.kind == TrialKind::Fault).count(), 21);
+    }
+
+    #[test]
+    fn lanes_keep_a_profiles_cases_together_and_faults_apart() {
+        let all = trials(&Profile::ALL, true);
+        let lanes = lanes(&all);
+        assert_eq!(lanes.len(), 3 + 21);
+        for lane in &lanes[..3] {
+            assert!(lane
+                .iter()
+                .all(|(_, t)| t.kind == TrialKind::Case && t.profile == lane[0].1.profile));
+        }
+        let mut seen: Vec<usize> = lanes.iter().flatten().map(|(i, _)| *i).collect();
+        seen.sort();
+        assert_eq!(seen, (0..all.len()).collect::<Vec<_>>());
     }
 
     #[test]

@@ -29,6 +29,11 @@ use rave_suites::runner::{self, Guests};
 const ATTACH_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn main() {
+    // Before any thread starts: SIGINT/SIGTERM then end every guest and its state.
+    if let Err(e) = rave_harness::reaper::clean_up_on_signals() {
+        eprintln!("blocking SIGINT/SIGTERM: {e}");
+        std::process::exit(2);
+    }
     let args = Arguments::from_args();
     let started = Instant::now();
     let events = Arc::new(EventLog::disabled());

@@ -12,7 +12,13 @@ use rave_suites::security::{CANARY_PORT, CLOSED_PORTS};
 
 /// Boots `profile`, prints its [`TargetDescription`], and with `keep` stays
 /// up until SIGINT or SIGTERM; then powers the guest down.
-pub fn boot(profile: Profile, flavor: Option<Flavor>, keep: bool, cold: bool) -> anyhow::Result<i32> {
+pub fn boot(
+    profile: Profile,
+    flavor: Option<Flavor>,
+    keep: bool,
+    cold: bool,
+    until_contract: bool,
+) -> anyhow::Result<i32> {
     // Blocked before any thread starts, so every thread inherits the mask and
     // the signals wait for `sigwait` below instead of killing the process.
     let signals = shutdown_signals();
@@ -20,6 +26,9 @@ pub fn boot(profile: Profile, flavor: Option<Flavor>, keep: bool, cold: bool) ->
     let mut launcher = crate::launcher(flavor)?;
     launcher.cold |= cold;
     let machine = launcher.boot(profile, &format!("rave-{profile}"))?;
+    if until_contract {
+        machine.wait_for_contract(rave_harness::launcher::CONTRACT_UP_TIMEOUT)?;
+    }
     let description = describe(&machine)?;
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "{}", serde_json::to_string(&description)?)?;
@@ -63,6 +72,7 @@ fn describe(machine: &Machine) -> anyhow::Result<TargetDescription> {
         serial_log: machine.serial_log(),
         state_dir: machine.state_dir().map(Into::into),
         pid: machine.pid(),
+        boot_stages: machine.boot_stages(),
     })
 }
 

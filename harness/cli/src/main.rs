@@ -76,6 +76,9 @@ enum Cmd {
         /// Boot cold instead of restoring the image's saved state (RAVE_COLD=1).
         #[arg(long)]
         cold: bool,
+        /// Print only once every unit of the contract is active (stage `contract`).
+        #[arg(long)]
+        until_contract: bool,
     },
     /// Build, list or find images.
     Images {
@@ -105,7 +108,8 @@ fn main() {
             flavor,
             keep,
             cold,
-        } => boot_cmd::boot(profile, flavor.map(Flavor::from), keep, cold),
+            until_contract,
+        } => boot_cmd::boot(profile, flavor.map(Flavor::from), keep, cold, until_contract),
         Cmd::Images { command } => images_cmd::images(command),
         Cmd::List { profile } => list_cmd::list(&profile.profiles()),
         Cmd::Doctor { cache_dir } => doctor_cmd::doctor(cache_dir),
@@ -113,10 +117,26 @@ fn main() {
     match result {
         Ok(code) => std::process::exit(code),
         Err(e) => {
-            eprintln!("rave-harness: {e:#}");
+            eprintln!("rave-harness: {}", one_line(&e));
             std::process::exit(2);
         }
     }
+}
+
+/// The error and its causes on one line, each cause said once (many errors
+/// already carry their cause's text).
+fn one_line(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&cause);
+        }
+    }
+    text
 }
 
 /// The launcher of the environment, with `--flavor` over `RAVE_FLAVOR`.

@@ -1,6 +1,7 @@
 //! `rave-harness run`: build what is missing, boot, run the cases, report.
 
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -48,6 +49,9 @@ pub struct RunArgs {
     /// Run against a running target instead of booting: the JSON line `rave-harness boot` prints.
     #[arg(long, value_name = "FILE")]
     attach: Option<PathBuf>,
+    /// The whole run's deadline in seconds: past it, every guest is stopped and the run exits 124.
+    #[arg(long, value_name = "SECONDS", default_value_t = 5400)]
+    deadline: u64,
     /// Boot every guest cold instead of restoring the images' saved states (RAVE_COLD=1).
     #[arg(long)]
     cold: bool,
@@ -75,6 +79,9 @@ fn parse_shard(text: &str) -> Result<(usize, usize), String> {
 
 /// Runs the trials asked for; exit 0 when every one that ran passed.
 pub fn run(args: RunArgs) -> anyhow::Result<i32> {
+    // Before any thread starts: SIGINT/SIGTERM then end every guest and its state.
+    rave_harness::reaper::clean_up_on_signals().context("blocking SIGINT/SIGTERM")?;
+    rave_harness::reaper::exit_after(Duration::from_secs(args.deadline));
     let started = Instant::now();
     let target = match &args.attach {
         Some(file) => Some(TargetDescription::load(file)?),
@@ -129,21 +136,51 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         }
     };
     guests.expect(&trials);
-    let mut records = Vec::new();
-    for (n, trial) in trials.iter().enumerate() {
-        progress.set(format!("[{}/{}] {}", n + 1, trials.len(), trial.name()));
-        let record = guests.run(trial);
-        progress.line(format!(
-            "{:<7} {} ({:.1} s)",
-            record.outcome.label(),
-            record.name(),
-            record.duration.as_secs_f64()
-        ));
-        if let Outcome::Failed { message } = &record.outcome {
-            progress.line(indent(message));
+    // Lanes side by side as far as the host allows (never over-committing its
+    // CPUs or memory); within a lane, one trial after another.
+    let width = match &target {
+        Some(_) => 1,
+        None => rave_harness::host_check::HostResources::read().guests_at_once(&rave_harness::RunConfig::from_env()?),
+    };
+    let queue = Mutex::new(
+        runner::lanes(&trials)
+            .into_iter()
+            .collect::<std::collections::VecDeque<_>>(),
+    );
+    let done = Mutex::new(Vec::new());
+    let finished = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        for _ in 0..width {
+            scope.spawn(|| loop {
+                let Some(lane) = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front() else {
+                    return;
+                };
+                for (index, trial) in lane {
+                    progress.set(format!(
+                        "[{}/{}] {}",
+                        finished.load(Ordering::SeqCst) + 1,
+                        trials.len(),
+                        trial.name()
+                    ));
+                    let record = guests.run(&trial);
+                    finished.fetch_add(1, Ordering::SeqCst);
+                    progress.line(format!(
+                        "{:<7} {} ({:.1} s)",
+                        record.outcome.label(),
+                        record.name(),
+                        record.duration.as_secs_f64()
+                    ));
+                    if let Outcome::Failed { message } = &record.outcome {
+                        progress.line(indent(message));
+                    }
+                    done.lock().unwrap_or_else(|p| p.into_inner()).push((index, record));
+                }
+            });
         }
-        records.push(record);
-    }
+    });
+    let mut done = done.into_inner().unwrap_or_else(|p| p.into_inner());
+    done.sort_by_key(|(index, _)| *index);
+    let records: Vec<_> = done.into_iter().map(|(_, record)| record).collect();
     progress.set("powering guests down");
     let report = RunReport {
         records,

@@ -1,8 +1,10 @@
-//! SIGKILL of the harness while a guest runs leaves no QEMU behind.
+//! No orphans: however the harness ends, no QEMU and no state directory stay.
 //!
-//! Boots a real P0 guest with `rave-harness boot --keep` (building the image
-//! when the cache lacks it), kills the harness with SIGKILL, and waits for
-//! QEMU to be gone: the parent-death signal must take it down.
+//! - SIGKILL of `rave-harness boot --keep`: the parent-death signal takes QEMU
+//!   down at once; the state directory, which nothing could remove then, is
+//!   swept by the next harness to start.
+//! - SIGTERM and SIGINT of `rave-harness run` in the middle of a case: every
+//!   guest is killed and its state directory removed before the exit.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -79,10 +81,196 @@ fn sigkill_of_the_harness_takes_qemu_down() {
             nix::sys::signal::Signal::SIGKILL,
         );
     }
-    // A SIGKILLed harness cannot remove its state directory; this test does.
-    let _ = std::fs::remove_dir_all(state_dir);
     assert!(
         gone.is_ok(),
         "QEMU (pid {qemu_pid}) outlived the harness killed with SIGKILL"
     );
+    // A SIGKILLed harness cannot remove its state directory; the next one does.
+    assert!(std::path::Path::new(&state_dir).is_dir());
+    let next = Command::new(env!("CARGO_BIN_EXE_rave-harness"))
+        .args(["images", "list"])
+        .output()
+        .unwrap();
+    assert!(next.status.success(), "{next:?}");
+    let swept = !std::path::Path::new(&state_dir).exists();
+    let _ = std::fs::remove_dir_all(&state_dir);
+    assert!(swept, "the next harness left the dead one's {state_dir}");
+}
+
+/// Starts `run` on a case that takes a while, waits for its guest, sends `signal`.
+fn signal_mid_case(signal: nix::sys::signal::Signal) {
+    let events = tempfile::NamedTempFile::new().unwrap();
+    let mut harness = Command::new(env!("CARGO_BIN_EXE_rave-harness"))
+        .args([
+            "run",
+            "--profile",
+            "p0",
+            "--filter",
+            "p0::http_health::webhook_security",
+            "--json",
+        ])
+        .arg(events.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("rave-harness starts");
+    let booted = retry(Deadline::new(BOOT_DEADLINE, Duration::from_millis(100)), || {
+        let text = std::fs::read_to_string(events.path()).unwrap_or_default();
+        match text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|e| e["event"] == "boot_finished")
+        {
+            Some(event) => Poll::<_, ()>::Ready(event),
+            None => Poll::Pending("no boot_finished event yet".into()),
+        }
+    });
+    let event = match booted {
+        Ok(event) => event,
+        Err(e) => {
+            let _ = harness.kill();
+            panic!("the run booted no guest: {e:?}");
+        }
+    };
+    let qemu_pid = event["pid"].as_u64().unwrap() as u32;
+    let state_dir = event["state_dir"].as_str().unwrap().to_string();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(harness.id() as i32), signal).unwrap();
+    let status = harness.wait().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut harness.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(128 + signal as i32), "{stderr}");
+    assert!(
+        !alive(qemu_pid),
+        "QEMU {qemu_pid} outlived the harness stopped by {signal:?}"
+    );
+    assert!(
+        !std::path::Path::new(&state_dir).exists(),
+        "{state_dir} outlived the harness stopped by {signal:?}"
+    );
+}
+
+#[test]
+fn sigterm_mid_case_leaves_no_qemu_and_no_state() {
+    signal_mid_case(nix::sys::signal::Signal::SIGTERM);
+}
+
+#[test]
+fn sigint_mid_case_leaves_no_qemu_and_no_state() {
+    signal_mid_case(nix::sys::signal::Signal::SIGINT);
+}
+
+#[test]
+fn a_run_past_its_deadline_stops_every_guest_and_exits_124() {
+    let events = tempfile::NamedTempFile::new().unwrap();
+    let started = std::time::Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_rave-harness"))
+        .args([
+            "run",
+            "--profile",
+            "p0",
+            "--filter",
+            "p0::http_health::webhook_security",
+            "--deadline",
+            "20",
+            "--json",
+        ])
+        .arg(events.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(124), "{stderr}");
+    assert!(stderr.contains("deadline of 20 s"), "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(60), "{:?}", started.elapsed());
+    let text = std::fs::read_to_string(events.path()).unwrap();
+    for event in text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+    {
+        if event["event"] == "boot_finished" {
+            assert!(
+                !alive(event["pid"].as_u64().unwrap() as u32),
+                "QEMU outlived the deadline"
+            );
+            assert!(!std::path::Path::new(event["state_dir"].as_str().unwrap()).exists());
+        }
+    }
+}
+
+#[test]
+fn two_boots_at_once_get_their_own_ports_state_and_overlays() {
+    let boot = || {
+        Command::new(env!("CARGO_BIN_EXE_rave-harness"))
+            .args(["boot", "--profile", "p0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (first, second) = (boot(), boot());
+    let described: Vec<serde_json::Value> = [first, second]
+        .into_iter()
+        .map(|child| {
+            let out = child.wait_with_output().unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            serde_json::from_slice(&out.stdout).unwrap()
+        })
+        .collect();
+    for key in ["ssh_port", "https_port", "state_dir"] {
+        assert_ne!(described[0][key], described[1][key], "both boots got the same {key}");
+    }
+    for d in &described {
+        assert!(
+            !std::path::Path::new(d["state_dir"].as_str().unwrap()).exists(),
+            "state left after power-off"
+        );
+    }
+}
+
+#[test]
+fn a_panic_inside_a_case_fails_that_case_only_and_leaves_nothing() {
+    use rave_harness::manifest::Profile;
+    use rave_harness::report::{Outcome, TrialKind};
+    use rave_suites::catalog::{self, Case};
+    use rave_suites::runner::{Guests, Trial};
+
+    let nginx = catalog::all()
+        .into_iter()
+        .find(|c| c.suite == "systemd_services" && c.name == "nginx")
+        .unwrap();
+    let panicking = Case {
+        name: "panics",
+        run: |_| panic!("a bug inside a case"),
+        components: &[],
+        ..nginx
+    };
+    let trials = [panicking, nginx].map(|case| Trial {
+        kind: TrialKind::Case,
+        profile: Profile::P0,
+        case,
+    });
+    let events = tempfile::NamedTempFile::new().unwrap();
+    let guests = Guests::new(
+        || rave_harness::Launcher::from_env().map_err(|e| e.to_string()),
+        std::sync::Arc::new(rave_harness::events::EventLog::create(events.path()).unwrap()),
+    );
+    guests.expect(&trials);
+    let first = guests.run(&trials[0]);
+    let second = guests.run(&trials[1]);
+    let reports = guests.finish();
+    assert!(
+        matches!(&first.outcome, Outcome::Failed { message } if message.contains("panicked: a bug inside a case")),
+        "{:?}",
+        first.outcome
+    );
+    assert_eq!(second.outcome, Outcome::Passed, "the next case on the same guest");
+    assert_eq!(reports.len(), 1);
+    let text = std::fs::read_to_string(events.path()).unwrap();
+    let boot = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|e| e["event"] == "boot_finished")
+        .expect("a boot_finished event");
+    assert!(!alive(boot["pid"].as_u64().unwrap() as u32), "QEMU outlived the run");
+    let state_dir = boot["state_dir"].as_str().unwrap();
+    assert!(!std::path::Path::new(state_dir).exists(), "{state_dir} left");
 }

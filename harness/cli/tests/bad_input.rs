@@ -1,0 +1,173 @@
+//! Bad input ends in one clear line on stderr and a non-zero exit, never a
+//! panic or a hang: settings out of range or not numbers, a bad SAFE or
+//! accelerator, a missing, truncated or unknown-field manifest, a corrupt
+//! disk, an unwritable cache, QEMU missing, more CPUs than the host has, and
+//! KVM demanded where it does not work.
+//!
+//! Most run the real binary against a fake nixos image directory (no guest
+//! boots); the KVM one boots the P0 kernel for the probe.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const MANIFEST: &str = r#"{"schema":1,"profile":"p0","flavor":"nixos","safe_mode":true,"kernel":"bzImage","initrd":"initrd","disk":"nixos.qcow2","kernel_cmdline":"console=ttyS0","ssh_user":"agent","ca_cert":null,"components":{"nginx":{"unit":"nginx.service"}}}"#;
+
+/// A fake nixos image tree: `DIR/p0/` with the manifest and the files it names.
+fn fake_images(manifest: &str) -> tempfile::TempDir {
+    let root = tempfile::tempdir().unwrap();
+    let p0 = root.path().join("p0");
+    std::fs::create_dir(&p0).unwrap();
+    std::fs::write(p0.join("manifest.json"), manifest).unwrap();
+    for file in ["bzImage", "initrd", "nixos.qcow2"] {
+        std::fs::write(p0.join(file), b"not a real file").unwrap();
+    }
+    root
+}
+
+/// Runs the harness with `env` and `args`; returns the exit code and stderr.
+fn harness(env: &[(&str, &str)], args: &[&str], images: Option<&Path>) -> (Option<i32>, String) {
+    let cache = tempfile::tempdir().unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_rave-harness"));
+    command
+        .args(args)
+        .env("RAVE_CACHE_DIR", cache.path())
+        .env("RAVE_ACCEL", "tcg");
+    for var in [
+        "QEMU_RAM_MB",
+        "QEMU_CPUS",
+        "SAFE",
+        "RAVE_FLAVOR",
+        "RAVE_COLD",
+        "RAVE_QEMU",
+    ] {
+        command.env_remove(var);
+    }
+    if let Some(images) = images {
+        command.env("RAVE_NIXOS_IMAGES", images);
+    }
+    command.envs(env.iter().copied());
+    let started = Instant::now();
+    let out = command.output().unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "{args:?} {env:?} took {:?}",
+        started.elapsed()
+    );
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// One line, naming `needle`, exit 2 (bad input), no panic.
+fn assert_one_clear_line(result: (Option<i32>, String), needle: &str) {
+    let (code, stderr) = result;
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(code, Some(2), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "more than one line: {stderr}");
+    assert!(lines[0].contains(needle), "{needle:?} not in {stderr}");
+}
+
+const BOOT_NIXOS: &[&str] = &["boot", "--profile", "p0", "--flavor", "nixos"];
+
+#[test]
+fn bad_settings() {
+    for (var, value) in [
+        ("QEMU_RAM_MB", "abc"),
+        ("QEMU_RAM_MB", "0"),
+        ("QEMU_RAM_MB", "99999"),
+        ("QEMU_CPUS", "two"),
+        ("QEMU_CPUS", "0"),
+        ("QEMU_CPUS", "64"),
+        ("SAFE", "2"),
+        ("RAVE_ACCEL", "hvf"),
+        ("RAVE_FLAVOR", "bsd"),
+        ("RAVE_COLD", "yes"),
+    ] {
+        assert_one_clear_line(harness(&[(var, value)], &["boot", "--profile", "p0"], None), var);
+    }
+}
+
+#[test]
+fn more_cpus_than_the_host_has() {
+    let images = fake_images(MANIFEST);
+    let host_cpus = std::thread::available_parallelism().unwrap().get();
+    if host_cpus >= 4 {
+        return; // SAFE=0 allows 4: nothing to exceed on this host
+    }
+    let result = harness(
+        &[("SAFE", "0"), ("QEMU_CPUS", "4"), ("RAVE_COLD", "1")],
+        BOOT_NIXOS,
+        Some(images.path()),
+    );
+    assert_one_clear_line(result, "QEMU_CPUS=4");
+}
+
+#[test]
+fn bad_manifests() {
+    let missing = tempfile::tempdir().unwrap();
+    std::fs::create_dir(missing.path().join("p0")).unwrap();
+    assert_one_clear_line(harness(&[], BOOT_NIXOS, Some(missing.path())), "RAVE_NIXOS_IMAGES");
+    let truncated = fake_images(&MANIFEST[..MANIFEST.len() / 2]);
+    assert_one_clear_line(harness(&[], BOOT_NIXOS, Some(truncated.path())), "manifest.json");
+    let unknown = fake_images(&MANIFEST.replacen('{', "{\"colour\":1,", 1));
+    assert_one_clear_line(harness(&[], BOOT_NIXOS, Some(unknown.path())), "unknown field `colour`");
+}
+
+#[test]
+fn a_corrupt_disk() {
+    let images = fake_images(MANIFEST);
+    assert_one_clear_line(
+        harness(&[("RAVE_COLD", "1")], BOOT_NIXOS, Some(images.path())),
+        "nixos.qcow2",
+    );
+}
+
+#[test]
+fn qemu_missing() {
+    let images = fake_images(MANIFEST);
+    let result = harness(
+        &[("RAVE_QEMU", "/nonexistent/qemu-system-x86_64")],
+        BOOT_NIXOS,
+        Some(images.path()),
+    );
+    assert_one_clear_line(result, "/nonexistent/qemu-system-x86_64");
+}
+
+#[test]
+fn an_unwritable_cache() {
+    let (code, stderr) = {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_rave-harness"));
+        command
+            .args(["images", "build", "--profile", "p0"])
+            .env("RAVE_CACHE_DIR", "/proc/rave-harness-cache");
+        let out = command.output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    assert_one_clear_line((code, stderr), "RAVE_CACHE_DIR");
+}
+
+/// The cached P0 kernel, when a P0 image has been built.
+fn cached_p0_kernel() -> Option<PathBuf> {
+    let out = Command::new(env!("CARGO_BIN_EXE_rave-harness"))
+        .args(["images", "path", "--profile", "p0"])
+        .output()
+        .ok()?;
+    let dir = PathBuf::from(String::from_utf8(out.stdout).ok()?.trim());
+    Some(dir.join("vmlinuz")).filter(|k| k.is_file())
+}
+
+#[test]
+fn kvm_demanded_where_it_does_not_work() {
+    let Some(kernel) = cached_p0_kernel() else {
+        panic!("no P0 image in the cache: run rave-harness images build --profile p0 first");
+    };
+    let images = fake_images(MANIFEST);
+    std::fs::remove_file(images.path().join("p0/bzImage")).unwrap();
+    std::os::unix::fs::symlink(kernel, images.path().join("p0/bzImage")).unwrap();
+    let (code, stderr) = harness(&[("RAVE_ACCEL", "kvm")], BOOT_NIXOS, Some(images.path()));
+    if !stderr.contains("KVM does not work") {
+        eprintln!("KVM works on this host: nothing to refuse ({stderr})");
+        return;
+    }
+    assert_one_clear_line((code, stderr), "RAVE_ACCEL=kvm");
+}

@@ -1,0 +1,185 @@
+//! No orphans. QEMU dies with the harness (parent-death signal, process
+//! group, kill on drop); this module makes sure its state directory (overlay,
+//! serial log, keys) goes too, whatever ends the harness:
+//!
+//! - SIGINT or SIGTERM: [`clean_up_on_signals`] kills every live guest,
+//!   removes its directory, and exits with 128 + the signal;
+//! - SIGKILL, where nothing can run: every state directory lives under
+//!   [`state_root`] and holds a lock its owner keeps for the guest's life; the
+//!   next harness to start ([`sweep_stale`]) removes those whose lock is free.
+//!
+//! A directory asked for with `RAVE_KEEP_STATE=1` carries a `keep` mark and
+//! is never swept.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use nix::fcntl::{Flock, FlockArg};
+use nix::sys::signal::{killpg, SigSet, Signal};
+use nix::unistd::Pid;
+
+/// The lock a live guest's owner holds in its state directory.
+pub const OWNER_LOCK: &str = "owner.lock";
+/// QEMU's pid, for the sweep.
+pub const PID_FILE: &str = "qemu.pid";
+/// Marks a directory kept on purpose.
+pub const KEEP_MARK: &str = "keep";
+
+/// Live guests of this process: QEMU's pid (its process group) → its state directory.
+static LIVE: Mutex<BTreeMap<u32, PathBuf>> = Mutex::new(BTreeMap::new());
+
+/// Where every guest's state directory is made: `$TMPDIR/rave-harness`.
+pub fn state_root() -> PathBuf {
+    std::env::temp_dir().join("rave-harness")
+}
+
+/// Held by a live guest's owner; dropping it frees the directory for a sweep.
+#[derive(Debug)]
+pub struct OwnerLock {
+    _lock: Flock<File>,
+}
+
+/// Takes the owner lock of a new state directory.
+pub fn own(state_dir: &Path) -> std::io::Result<OwnerLock> {
+    let file = File::create(state_dir.join(OWNER_LOCK))?;
+    let lock = Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| std::io::Error::from(errno))?;
+    Ok(OwnerLock { _lock: lock })
+}
+
+/// Records a live guest, for the signal handler.
+pub fn register(pid: u32, state_dir: &Path) {
+    let _ = std::fs::write(state_dir.join(PID_FILE), pid.to_string());
+    live().insert(pid, state_dir.to_path_buf());
+}
+
+/// Forgets a guest that is gone.
+pub fn unregister(pid: u32) {
+    live().remove(&pid);
+}
+
+fn live() -> std::sync::MutexGuard<'static, BTreeMap<u32, PathBuf>> {
+    LIVE.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Removes the state directories under [`state_root`] whose owner is gone
+/// (its lock is free), killing a QEMU of theirs that still runs. Returns what
+/// it removed. Only a clean-up: what it cannot remove it leaves.
+pub fn sweep_stale() -> Vec<PathBuf> {
+    let mut removed = Vec::new();
+    let Ok(entries) = std::fs::read_dir(state_root()) else {
+        return removed;
+    };
+    for entry in entries.flatten() {
+        let dir = entry.path();
+        if !dir.is_dir() || dir.join(KEEP_MARK).exists() {
+            continue;
+        }
+        let lock_path = dir.join(OWNER_LOCK);
+        let Ok(file) = File::open(&lock_path) else {
+            continue; // being made right now, or not ours
+        };
+        let Ok(_lock) = Flock::lock(file, FlockArg::LockExclusiveNonblock) else {
+            continue; // its owner is alive
+        };
+        if let Some(pid) = std::fs::read_to_string(dir.join(PID_FILE))
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok())
+        {
+            // Only a QEMU that names this directory: the pid may have been reused.
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if String::from_utf8_lossy(&cmdline).contains(&*dir.to_string_lossy()) {
+                let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+        }
+        if std::fs::remove_dir_all(&dir).is_ok() {
+            removed.push(dir);
+        }
+    }
+    removed
+}
+
+/// Kills every live guest of this process and removes its state directory.
+fn stop_every_guest() {
+    let guests = std::mem::take(&mut *live());
+    for (pid, dir) in guests {
+        let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+        if !dir.join(KEEP_MARK).exists() {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+}
+
+/// The whole run's deadline: once `deadline` has passed, say so, stop every
+/// guest, remove its state and exit with 124 (as `timeout` does).
+pub fn exit_after(deadline: std::time::Duration) {
+    let _ = std::thread::Builder::new().name("run-deadline".into()).spawn(move || {
+        std::thread::sleep(deadline);
+        eprintln!(
+            "rave-harness: the run passed its deadline of {} s: stopping every guest (raise it with --deadline)",
+            deadline.as_secs()
+        );
+        stop_every_guest();
+        std::process::exit(124);
+    });
+}
+
+/// On SIGINT or SIGTERM: kill every live guest, remove its state directory,
+/// and exit with 128 + the signal. Call it before any other thread starts, so
+/// they all inherit the blocked signals and only the waiting thread sees them.
+pub fn clean_up_on_signals() -> nix::Result<()> {
+    let mut signals = SigSet::empty();
+    signals.add(Signal::SIGINT);
+    signals.add(Signal::SIGTERM);
+    signals.thread_block()?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if let Ok(signal) = signals.wait() {
+                eprintln!("rave-harness: {signal:?}: stopping every guest and removing its state");
+                stop_every_guest();
+                std::process::exit(128 + signal as i32);
+            }
+        })
+        .map(|_| ())
+        .map_err(|_| nix::Error::EAGAIN)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_directory_is_swept_only_once_its_owner_lets_go() {
+        let root = state_root();
+        std::fs::create_dir_all(&root).unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("sweep-test-")
+            .tempdir_in(&root)
+            .unwrap()
+            .keep();
+        let owner = own(&dir).unwrap();
+        assert!(!sweep_stale().contains(&dir), "swept while its owner holds the lock");
+        assert!(dir.is_dir());
+        drop(owner);
+        assert!(sweep_stale().contains(&dir));
+        assert!(!dir.exists());
+    }
+
+    #[test]
+    fn a_kept_directory_is_never_swept() {
+        let root = state_root();
+        std::fs::create_dir_all(&root).unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("keep-test-")
+            .tempdir_in(&root)
+            .unwrap()
+            .keep();
+        drop(own(&dir).unwrap());
+        std::fs::write(dir.join(KEEP_MARK), b"").unwrap();
+        assert!(!sweep_stale().contains(&dir));
+        assert!(dir.is_dir());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
