@@ -153,3 +153,56 @@ mod tests {
         insta::assert_snapshot!(render(&crate::report::tests::sample()));
     }
 }
+
+#[cfg(test)]
+mod push_tests {
+    use super::*;
+    use std::io::{BufRead, BufReader, Read, Write};
+
+    /// A one-shot HTTP server: answers `status` and hands back the request it got.
+    fn one_shot(status: &'static str) -> (String, std::thread::JoinHandle<String>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let handle = std::thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut head = String::new();
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap();
+                }
+                head.push_str(&line);
+                if line == "\r\n" {
+                    break;
+                }
+            }
+            let mut body = vec![0; length];
+            reader.read_exact(&mut body).unwrap();
+            let mut stream = stream;
+            write!(stream, "HTTP/1.1 {status}\r\ncontent-length: 2\r\nconnection: close\r\n\r\nno").unwrap();
+            format!("{head}{}", String::from_utf8(body).unwrap())
+        });
+        (url, handle)
+    }
+
+    #[test]
+    fn pushes_the_run_with_put_under_the_job() {
+        let (url, server) = one_shot("200 OK");
+        push(&url, &crate::report::tests::sample(), Duration::from_secs(10)).unwrap();
+        let request = server.join().unwrap();
+        assert!(request.starts_with("PUT /metrics/job/rave_harness HTTP/1.1"), "{request}");
+        assert!(request.contains("rave_case_passed{profile=\"p0\""), "{request}");
+        assert!(request.contains("rave_run_duration_seconds 58"), "{request}");
+    }
+
+    #[test]
+    fn a_refused_push_says_what_the_pushgateway_said() {
+        let (url, server) = one_shot("400 Bad Request");
+        let err = push(&url, &crate::report::tests::sample(), Duration::from_secs(10)).unwrap_err();
+        server.join().unwrap();
+        assert!(err.contains("HTTP 400") && err.contains("no"), "{err}");
+    }
+}

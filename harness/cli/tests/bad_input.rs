@@ -171,3 +171,33 @@ fn kvm_demanded_where_it_does_not_work() {
     }
     assert_one_clear_line((code, stderr), "RAVE_ACCEL=kvm");
 }
+
+#[test]
+fn a_full_disk_for_the_state() {
+    let Some(kernel) = cached_p0_kernel() else {
+        panic!("no P0 image in the cache: run rave-harness images build --profile p0 first");
+    };
+    let images = fake_images(MANIFEST);
+    std::fs::remove_file(images.path().join("p0/bzImage")).unwrap();
+    std::os::unix::fs::symlink(kernel, images.path().join("p0/bzImage")).unwrap();
+    // A 64 KiB tmpfs, filled: the guest's state directory cannot be written.
+    let full = tempfile::tempdir().unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+        .arg(full.path())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("cannot mount a tmpfs here (not root?): nothing to check");
+        return;
+    }
+    let filler = std::fs::write(full.path().join("filler"), vec![0u8; 1 << 20]);
+    assert!(filler.is_err(), "the tmpfs took 1 MiB");
+    let result = harness(
+        &[("TMPDIR", full.path().to_str().unwrap()), ("RAVE_COLD", "1")],
+        BOOT_NIXOS,
+        Some(images.path()),
+    );
+    let _ = Command::new("umount").arg(full.path()).status();
+    assert_one_clear_line(result, "No space left on device");
+}
