@@ -2,7 +2,11 @@
 
 use std::path::Path;
 
-/// The last `lines` lines of the console log, terminal escapes removed.
+/// What a kernel prints when it dies; its backtrace can push this line out of a tail.
+const PANIC_MARK: &str = "Kernel panic";
+
+/// The last `lines` lines of the console log, terminal escapes removed. When
+/// the kernel panicked earlier than that, its panic line comes first.
 pub fn tail(path: &Path, lines: usize) -> String {
     let Ok(bytes) = std::fs::read(path) else {
         return format!("(no serial log at {})", path.display());
@@ -12,7 +16,12 @@ pub fn tail(path: &Path, lines: usize) -> String {
     if all.is_empty() {
         return "(the serial console is empty)".into();
     }
-    all[all.len().saturating_sub(lines)..].join("\n")
+    let start = all.len().saturating_sub(lines);
+    let tail = all[start..].join("\n");
+    match all[..start].iter().rev().find(|l| l.contains(PANIC_MARK)) {
+        Some(panic) => format!("{}\n[...]\n{tail}", panic.trim()),
+        None => tail,
+    }
 }
 
 /// Removes ANSI escape sequences (systemd colours its status lines).
@@ -49,5 +58,20 @@ mod tests {
         std::fs::write(&log, "one\r\n\u{1b}[0;32m  OK  \u{1b}[0m] Started nginx\r\n\nthree\n").unwrap();
         assert_eq!(tail(&log, 2), "  OK  ] Started nginx\nthree");
         assert!(tail(&dir.path().join("none"), 5).starts_with("(no serial log"));
+    }
+
+    #[test]
+    fn a_panic_line_pushed_out_by_its_backtrace_comes_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("serial.log");
+        let backtrace: String = (0..40).map(|i| format!("[ 10.1] frame {i}\n")).collect();
+        std::fs::write(
+            &log,
+            format!("boot\n[ 10.0] Kernel panic - not syncing: Attempted to kill init!\n{backtrace}"),
+        )
+        .unwrap();
+        let shown = tail(&log, 5);
+        assert!(shown.starts_with("[ 10.0] Kernel panic - not syncing"), "{shown}");
+        assert!(shown.ends_with("frame 39"), "{shown}");
     }
 }

@@ -220,7 +220,8 @@ struct Booted {
     /// Held while the guest lives: a sweep leaves the directory alone.
     _owner: crate::reaper::OwnerLock,
     state_dir: PathBuf,
-    _state: Option<tempfile::TempDir>,
+    /// Removes the directory when dropped (taken at power-off); `None` when kept.
+    state: Mutex<Option<tempfile::TempDir>>,
     /// When QEMU was started.
     started: Instant,
     /// QEMU's memory and CPU, sampled while it runs.
@@ -387,7 +388,7 @@ impl Machine {
                 qemu: Mutex::new(process),
                 _owner: owner,
                 state_dir,
-                _state: state_guard,
+                state: Mutex::new(state_guard),
                 started,
                 usage,
             }),
@@ -828,12 +829,18 @@ impl Machine {
     }
 
     /// Powers a booted guest off over QMP, waiting up to `timeout`, then
-    /// kills QEMU; returns whether it went down by itself. An attached target
+    /// kills QEMU and removes its state directory (unless kept); returns
+    /// whether it went down by itself. An attached target
     /// is only disconnected: the harness never powers it down.
     pub fn shutdown(&self, timeout: Duration) -> bool {
         *self.lock_ssh() = None;
         match self.booted() {
-            Some(booted) => lock(&booted.qemu).shutdown(timeout),
+            Some(booted) => {
+                let clean = lock(&booted.qemu).shutdown(timeout);
+                // QEMU is gone: its overlay, logs and keys go now, not when the last handle drops.
+                drop(lock(&booted.state).take());
+                clean
+            }
             None => true,
         }
     }

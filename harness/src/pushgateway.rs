@@ -182,7 +182,11 @@ mod push_tests {
             let mut body = vec![0; length];
             reader.read_exact(&mut body).unwrap();
             let mut stream = stream;
-            write!(stream, "HTTP/1.1 {status}\r\ncontent-length: 2\r\nconnection: close\r\n\r\nno").unwrap();
+            write!(
+                stream,
+                "HTTP/1.1 {status}\r\ncontent-length: 2\r\nconnection: close\r\n\r\nno"
+            )
+            .unwrap();
             format!("{head}{}", String::from_utf8(body).unwrap())
         });
         (url, handle)
@@ -193,7 +197,10 @@ mod push_tests {
         let (url, server) = one_shot("200 OK");
         push(&url, &crate::report::tests::sample(), Duration::from_secs(10)).unwrap();
         let request = server.join().unwrap();
-        assert!(request.starts_with("PUT /metrics/job/rave_harness HTTP/1.1"), "{request}");
+        assert!(
+            request.starts_with("PUT /metrics/job/rave_harness HTTP/1.1"),
+            "{request}"
+        );
         assert!(request.contains("rave_case_passed{profile=\"p0\""), "{request}");
         assert!(request.contains("rave_run_duration_seconds 58"), "{request}");
     }

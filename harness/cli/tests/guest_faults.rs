@@ -37,7 +37,8 @@ fn options(name: &str, boot_timeout: Duration) -> BootOptions {
 #[test]
 fn a_kernel_panic_is_reported_at_once_with_the_console() {
     let launcher = launcher();
-    let image = broken_image(&launcher, "init=/no-such-init");
+    // PID 1 exits at once: "Kernel panic - not syncing: Attempted to kill init!"
+    let image = broken_image(&launcher, "init=/bin/false");
     let started = Instant::now();
     let err = Machine::boot(&image, &options("rave-panic", Duration::from_secs(300))).unwrap_err();
     let took = started.elapsed();
@@ -53,8 +54,9 @@ fn a_kernel_panic_is_reported_at_once_with_the_console() {
 #[test]
 fn a_guest_that_never_boots_fails_at_its_deadline_with_the_console() {
     let launcher = launcher();
-    // The initramfs waits for a root device that never comes.
-    let image = broken_image(&launcher, "root=/dev/vdz rootdelay=600");
+    // The initramfs waits for a root device that never comes (loglevel=7
+    // undoes the image's `quiet`, so the console says so).
+    let image = broken_image(&launcher, "root=/dev/vdz rootdelay=600 loglevel=7");
     let deadline = Duration::from_secs(40);
     let started = Instant::now();
     let err = Machine::boot(&image, &options("rave-noroot", deadline)).unwrap_err();
