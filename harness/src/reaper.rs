@@ -105,6 +105,14 @@ fn stop_every_guest() {
     let guests = std::mem::take(&mut *live());
     for (pid, dir) in guests {
         let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+        // QEMU is this process's child: reap it, so it is gone, not a zombie,
+        // before the exit (bounded: a kill takes milliseconds).
+        for _ in 0..200 {
+            match nix::sys::wait::waitpid(Pid::from_raw(pid as i32), Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
+                Ok(nix::sys::wait::WaitStatus::StillAlive) => std::thread::sleep(std::time::Duration::from_millis(10)),
+                _ => break,
+            }
+        }
         if !dir.join(KEEP_MARK).exists() {
             let _ = std::fs::remove_dir_all(&dir);
         }
