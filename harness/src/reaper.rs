@@ -18,12 +18,17 @@ use std::sync::Mutex;
 
 use nix::fcntl::{Flock, FlockArg};
 use nix::sys::signal::{killpg, SigSet, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
+
+use crate::retry::{retry, Deadline, Poll};
 
 /// The lock a live guest's owner holds in its state directory.
 pub const OWNER_LOCK: &str = "owner.lock";
 /// QEMU's pid, for the sweep.
 pub const PID_FILE: &str = "qemu.pid";
+/// How long a stopped run waits for a killed QEMU to be reaped.
+pub const REAP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 /// Marks a directory kept on purpose.
 pub const KEEP_MARK: &str = "keep";
 
@@ -106,13 +111,14 @@ fn stop_every_guest() {
     for (pid, dir) in guests {
         let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
         // QEMU is this process's child: reap it, so it is gone, not a zombie,
-        // before the exit (bounded: a kill takes milliseconds).
-        for _ in 0..200 {
-            match nix::sys::wait::waitpid(Pid::from_raw(pid as i32), Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
-                Ok(nix::sys::wait::WaitStatus::StillAlive) => std::thread::sleep(std::time::Duration::from_millis(10)),
-                _ => break,
-            }
-        }
+        // before the exit (a kill takes milliseconds; the wait is bounded).
+        let _ = retry(
+            Deadline::new(REAP_TIMEOUT, std::time::Duration::from_millis(10)),
+            || match waitpid(Pid::from_raw(pid as i32), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) => Poll::<(), ()>::Pending(format!("QEMU {pid} still alive")),
+                _ => Poll::Ready(()),
+            },
+        );
         if !dir.join(KEEP_MARK).exists() {
             let _ = std::fs::remove_dir_all(&dir);
         }

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use rave_harness::machine::{BootOptions, MachineError};
 use rave_harness::manifest::{Image, Profile};
+use rave_harness::retry::{retry, Deadline, Poll};
 use rave_harness::{Launcher, Machine};
 
 fn launcher() -> Launcher {
@@ -79,9 +80,23 @@ fn qemu_killed_mid_command_fails_it_and_every_later_one_at_once() {
     let launcher = launcher();
     let machine = launcher.boot(Profile::P0, "rave-crash").expect("a P0 guest");
     let started = Instant::now();
+    let serial = machine.serial_log().unwrap();
     let err = std::thread::scope(|scope| {
-        let running = scope.spawn(|| machine.execute_within("sleep 120", Duration::from_secs(150)));
-        std::thread::sleep(Duration::from_secs(3));
+        let running = scope.spawn(|| {
+            machine.execute_within(
+                "sudo sh -c 'echo rave-mid-command >/dev/ttyS0'; sleep 120",
+                Duration::from_secs(150),
+            )
+        });
+        // Mid-command: once the guest says on its console that the command runs.
+        retry(
+            Deadline::new(Duration::from_secs(60), Duration::from_millis(50)),
+            || match std::fs::read_to_string(&serial) {
+                Ok(text) if text.contains("rave-mid-command") => Poll::<(), ()>::Ready(()),
+                _ => Poll::Pending("the command has not started".into()),
+            },
+        )
+        .expect("the command starts");
         machine.crash().unwrap();
         running.join().unwrap().unwrap_err()
     });
