@@ -64,6 +64,8 @@ pub struct Launcher {
     /// Boot every guest cold instead of restoring a saved state (`RAVE_COLD=1`, `--cold`).
     pub cold: bool,
     accel: OnceLock<AccelDecision>,
+    /// QEMU's version line, read once per run (it keys the saved states).
+    qemu_version: OnceLock<String>,
 }
 
 /// How long a cold boot may take until every unit of the contract is up, before a save.
@@ -95,6 +97,7 @@ impl Launcher {
             flavor,
             cold,
             accel: OnceLock::new(),
+            qemu_version: OnceLock::new(),
         })
     }
 
@@ -144,7 +147,14 @@ impl Launcher {
     /// The saved state of `image` booted with `options`, made now when missing.
     pub fn saved_state(&self, image: &Image, options: &BootOptions) -> Result<SavedState, LaunchError> {
         let shape = Machine::command_shape(image, options)?;
-        let key = state_key(image, &shape, &qemu_version()?);
+        let version = match self.qemu_version.get() {
+            Some(version) => version.clone(),
+            None => {
+                let read = qemu_version()?;
+                self.qemu_version.get_or_init(|| read).clone()
+            }
+        };
+        let key = state_key(image, &shape, &version);
         let store = WarmStore::new(&self.store.cache_dir);
         Ok(store.ensure(image, &key, |dir| {
             let mut cold = options.clone();

@@ -3,7 +3,7 @@
 //! against its limit from `systemctl show`.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -30,6 +30,8 @@ pub struct UsageSampler {
     peak: Arc<AtomicU64>,
     cpu_ms: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
+    /// Dropped to end the sampling thread at once, not after its interval.
+    waker: Option<mpsc::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -39,17 +41,20 @@ impl UsageSampler {
         let peak = Arc::new(AtomicU64::new(0));
         let cpu_ms = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
+        let mut wakers = Vec::new();
         let thread = {
             let (peak, cpu_ms, stop) = (Arc::clone(&peak), Arc::clone(&cpu_ms), Arc::clone(&stop));
+            let (waker, wake) = mpsc::channel::<()>();
+            wakers.push(waker);
             std::thread::Builder::new()
                 .name(format!("usage-{pid}"))
                 .spawn(move || {
                     let Ok(mut system) = System::new() else { return };
-                    while !stop.load(Ordering::Relaxed) {
-                        if !sample(&mut system, pid, &peak, &cpu_ms) {
+                    // A sample each interval until told to stop (or the sampler is gone).
+                    while !stop.load(Ordering::Relaxed) && sample(&mut system, pid, &peak, &cpu_ms) {
+                        if !matches!(wake.recv_timeout(SAMPLE_INTERVAL), Err(mpsc::RecvTimeoutError::Timeout)) {
                             break;
                         }
-                        std::thread::sleep(SAMPLE_INTERVAL);
                     }
                 })
                 .ok()
@@ -59,6 +64,7 @@ impl UsageSampler {
             peak,
             cpu_ms,
             stop,
+            waker: wakers.pop(),
             thread,
         }
     }
@@ -78,6 +84,7 @@ impl UsageSampler {
 impl Drop for UsageSampler {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        drop(self.waker.take());
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
