@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use rave_harness::machine::quote;
+use rave_harness::retry::{retry, Deadline, Poll, RetryError};
 use rave_harness::Machine;
 use serde_json::Value;
 
@@ -74,7 +75,12 @@ pub fn prometheus_health(machine: &Machine) -> CaseResult {
     )
 }
 
-/// `p2_observability::prometheus_targets`: every configured job's targets are up within a bounded wait.
+/// `p2_observability::prometheus_targets`: every configured job's targets
+/// are up in a scrape newer than the case's start, within a bounded wait.
+///
+/// A scrape that timed out while the host was busy is looked at again at the
+/// next scrape; a target that refuses the connection, or a job with no
+/// target, fails at once.
 pub fn prometheus_targets(machine: &Machine) -> CaseResult {
     crate::http_health::backends_ready(
         machine,
@@ -86,40 +92,119 @@ pub fn prometheus_targets(machine: &Machine) -> CaseResult {
         ],
     )?;
     // Health is as old as the last scrape: judge only scrapes newer than now.
-    let started = machine.succeed("date +%s")?.trim().to_string();
-    let fresh = machine.wait_until_succeeds(
-        &format!(
-            "test \"$(curl -fsS -G --data-urlencode 'query=min(timestamp(up))' http://127.0.0.1:9090/api/v1/query | grep -o '\"[0-9.]*\"]' | tr -d '\"]' | cut -d. -f1)\" -gt {started}"
-        ),
-        SCRAPE_WAIT,
-    );
-    let targets = prometheus_api(machine, "/api/v1/targets")?;
-    let all = targets["activeTargets"].as_array().cloned().unwrap_or_default();
-    let mut states = Vec::new();
-    let mut not_up = Vec::new();
-    for job in JOBS {
-        let mine: Vec<&Value> = all.iter().filter(|t| t["labels"]["job"] == *job).collect();
-        let errors: Vec<&str> = mine
-            .iter()
-            .filter_map(|t| t["lastError"].as_str())
-            .filter(|e| !e.is_empty())
-            .collect();
-        let state = match (mine.is_empty(), mine.iter().all(|t| t["health"] == "up")) {
-            (true, _) => "not configured".to_string(),
-            (false, true) => "up".to_string(),
-            (false, false) => format!("down ({})", errors.join("; ")),
+    let started: f64 = machine
+        .succeed("date +%s.%N")?
+        .trim()
+        .parse()
+        .map_err(|e| CaseFailure::new(format!("the guest's `date +%s.%N` is not a number: {e}")))?;
+    let expected =
+        format!("every target of {JOBS:?} up in a scrape newer than the case's start (waited up to {SCRAPE_WAIT:?})");
+    let waited = retry(Deadline::new(SCRAPE_WAIT, Duration::from_secs(2)), || {
+        let jobs = match target_health(machine, started) {
+            Ok(jobs) => jobs,
+            Err(e) => return Poll::Abort(e),
         };
-        if state != "up" {
-            not_up.push(*job);
+        let seen = jobs
+            .iter()
+            .map(|(job, health)| format!("{job}: {health}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        if jobs.iter().all(|(_, h)| *h == TargetHealth::Up) {
+            Poll::Ready(())
+        } else if jobs.iter().any(|(_, h)| h.is_final()) {
+            Poll::Abort(CaseFailure::new(format!("expected {expected}, saw {seen}\n")))
+        } else {
+            Poll::Pending(seen)
         }
-        states.push(format!("{job}: {state}"));
+    });
+    waited.map_err(|e| match e {
+        RetryError::Aborted(failure) => failure,
+        RetryError::Expired { waited, last_seen } => {
+            CaseFailure::new(format!("expected {expected}, saw {last_seen} (after {waited:.1?})\n"))
+        }
+    })
+}
+
+/// What a scrape job's targets looked like, judged on scrapes newer than a start.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TargetHealth {
+    /// Every target was scraped since the start, and answered.
+    Up,
+    /// A target has not been scraped since the start; its last state is kept.
+    NotScrapedSince(String),
+    /// A target was scraped since the start and failed, with Prometheus' error.
+    Down(String),
+    /// Prometheus has no target for the job.
+    NotConfigured,
+}
+
+impl TargetHealth {
+    /// Whether no later scrape can make the job up: no target, or nothing
+    /// listening where it is scraped.
+    pub fn is_final(&self) -> bool {
+        match self {
+            TargetHealth::NotConfigured => true,
+            TargetHealth::Down(error) => error.contains("connection refused"),
+            _ => false,
+        }
     }
-    expect(
-        fresh.is_ok() && not_up.is_empty(),
-        &format!("every target of {JOBS:?} up in a scrape newer than the case's start (waited up to {SCRAPE_WAIT:?})"),
-        states.join(", "),
-        String::new,
-    )
+}
+
+impl std::fmt::Display for TargetHealth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TargetHealth::Up => f.write_str("up"),
+            TargetHealth::NotScrapedSince(last) => write!(f, "not scraped since the case began (last: {last})"),
+            TargetHealth::Down(error) => write!(f, "down ({error})"),
+            TargetHealth::NotConfigured => f.write_str("not configured"),
+        }
+    }
+}
+
+/// Each of [`JOBS`] with the health of its targets in scrapes newer than `since` (guest epoch seconds).
+fn target_health(machine: &Machine, since: f64) -> Result<Vec<(&'static str, TargetHealth)>, CaseFailure> {
+    let targets = prometheus_api(machine, "/api/v1/targets?state=active")?;
+    let scraped = prometheus_api(machine, "/api/v1/query?query=timestamp(up)")?;
+    let scraped_at = |job: &Value, instance: &Value| -> Option<f64> {
+        scraped["result"].as_array()?.iter().find_map(|r| {
+            (r["metric"]["job"] == *job && r["metric"]["instance"] == *instance)
+                .then(|| r["value"][1].as_str()?.parse().ok())
+                .flatten()
+        })
+    };
+    let all = targets["activeTargets"].as_array().cloned().unwrap_or_default();
+    Ok(JOBS
+        .iter()
+        .map(|job| {
+            let mine: Vec<&Value> = all.iter().filter(|t| t["labels"]["job"] == *job).collect();
+            if mine.is_empty() {
+                return (*job, TargetHealth::NotConfigured);
+            }
+            let mut health = TargetHealth::Up;
+            for target in mine {
+                let error = target["lastError"].as_str().unwrap_or_default();
+                let url = target["scrapeUrl"].as_str().unwrap_or("?");
+                let state = target["health"].as_str().unwrap_or("unknown");
+                let fresh =
+                    scraped_at(&target["labels"]["job"], &target["labels"]["instance"]).is_some_and(|at| at > since);
+                let this = if !fresh {
+                    TargetHealth::NotScrapedSince(format!("{state} {url} {error}").trim().to_string())
+                } else if state == "up" {
+                    TargetHealth::Up
+                } else {
+                    TargetHealth::Down(format!("{url}: {error}"))
+                };
+                // The worst target speaks for the job: down, then not scraped, then up.
+                health = match (&health, &this) {
+                    (TargetHealth::Down(_), _) => health,
+                    (_, TargetHealth::Down(_)) => this,
+                    (TargetHealth::NotScrapedSince(_), _) => health,
+                    _ => this,
+                };
+            }
+            (*job, health)
+        })
+        .collect())
 }
 
 /// `p2_observability::node_exporter`: `node_memory_MemTotal_bytes` equals the guest's MemTotal (±1%).
