@@ -12,6 +12,7 @@
 #![deny(missing_docs)]
 
 pub mod accel;
+pub mod command_gate;
 pub mod config;
 pub mod console;
 pub mod doctor;
@@ -31,6 +32,7 @@ pub mod report;
 pub mod resources;
 pub mod retry;
 pub mod ssh;
+pub mod ssh_pool;
 pub mod target;
 pub mod test_access;
 pub mod warm_start;

@@ -12,6 +12,7 @@ use std::process::Command;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use crate::command_gate::CommandGate;
 use crate::config::RunConfig;
 use crate::console;
 use crate::host_check::{find_program, find_qemu, HostError, HostResources};
@@ -24,6 +25,7 @@ use crate::report::{BootStage, GuestReport, UnitMemory};
 use crate::resources::{parse_unit_memory, QemuUsage, UsageSampler};
 use crate::retry::{retry, Deadline, Poll, RetryError};
 use crate::ssh::{AuthProbe, CommandOutput, SshError, SshSession};
+use crate::ssh_pool::{ConnectionPool, PoolError};
 use crate::target::TargetDescription;
 use crate::test_access::{KeyError, TestAccess};
 use crate::warm_start::SavedState;
@@ -38,6 +40,9 @@ pub const FW_CFG_AGE_IDENTITY: &str = "opt/rave/age-identity";
 
 /// The guest's HTTPS port (nginx, `rave.local`).
 pub const GUEST_HTTPS_PORT: u16 = 3002;
+/// The longest a command waits at the [`CommandGate`]: past the longest
+/// command a case runs (the secrets search, 240 s).
+pub const GATE_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Everything that can go wrong booting or using a guest.
 #[derive(Debug, thiserror::Error)]
@@ -125,6 +130,15 @@ pub enum MachineError {
         /// Its output.
         stdout: String,
     },
+    /// Cases running at once held the guest longer than a command may wait:
+    /// every SSH connection busy, or another case's exclusive section.
+    #[error("guest {name}: a command could not start: {message}")]
+    Busy {
+        /// The guest.
+        name: String,
+        /// What it waited for, and how long.
+        message: String,
+    },
     /// A verb that needs a guest booted by the harness, used on an attached target.
     #[error("guest {name} is an attached target: {what} needs a guest booted by the harness")]
     NotBooted {
@@ -188,7 +202,10 @@ impl BootOptions {
 pub struct Machine {
     name: String,
     image: Image,
-    ssh: Mutex<Option<SshSession>>,
+    /// One connection per case running at once (see [`crate::ssh_pool`]).
+    ssh: ConnectionPool<SshSession>,
+    /// Holds other cases' commands back during an exclusive section.
+    gate: CommandGate,
     access: TestAccess,
     ssh_user: String,
     ssh_addr: SocketAddr,
@@ -375,7 +392,8 @@ impl Machine {
         Ok(Machine {
             name: options.name.clone(),
             image: image.clone(),
-            ssh: Mutex::new(None),
+            ssh: ConnectionPool::new(crate::ssh_pool::MAX_CONNECTIONS),
+            gate: CommandGate::default(),
             access,
             ssh_user: image.manifest.ssh_user.clone(),
             ssh_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, ssh_port)),
@@ -424,7 +442,8 @@ impl Machine {
         let access = TestAccess::described(&description.ssh_key, &description.ssh_host_key)?;
         let machine = Machine {
             name: description.name.clone(),
-            ssh: Mutex::new(None),
+            ssh: ConnectionPool::new(crate::ssh_pool::MAX_CONNECTIONS),
+            gate: CommandGate::default(),
             access,
             ssh_user: description.ssh_user.clone(),
             ssh_addr: resolve(&description.ssh_host, description.ssh_port)?,
@@ -586,6 +605,7 @@ impl Machine {
         body: Option<&str>,
     ) -> Result<HttpResponse, MachineError> {
         self.ensure_running()?;
+        let _pass = self.gate.pass(GATE_TIMEOUT).map_err(|e| self.busy(e))?;
         let https_error = |e: crate::https::HttpsError| MachineError::Https {
             name: self.name.clone(),
             message: e.to_string(),
@@ -683,7 +703,7 @@ impl Machine {
             }
         })?;
         self.reach_stage("ssh");
-        *self.lock_ssh() = Some(session);
+        self.ssh.add(session);
         Ok(())
     }
 
@@ -695,29 +715,37 @@ impl Machine {
     /// [`Machine::execute`] for a command that may take up to `timeout`.
     pub fn execute_within(&self, command: &str, timeout: Duration) -> Result<CommandOutput, MachineError> {
         self.ensure_running()?;
-        let mut guard = self.lock_ssh();
-        if guard.is_none() {
-            let session = SshSession::connect(
-                self.ssh_addr(),
-                &self.ssh_user,
-                &self.access.client_key,
-                &self.access.host_key_blob,
-                self.command_timeout,
-            )
-            .map_err(|e| self.ssh_error(e))?;
-            *guard = Some(session);
-        }
-        let result = guard.as_ref().map(|s| s.exec_with_timeout(command, timeout));
-        match result {
-            Some(Ok(output)) => Ok(output),
-            Some(Err(e)) => {
-                *guard = None;
-                drop(guard);
+        let _pass = self.gate.pass(GATE_TIMEOUT).map_err(|e| self.busy(e))?;
+        let session = self
+            .ssh
+            .take(self.command_timeout, || {
+                SshSession::connect(
+                    self.ssh_addr(),
+                    &self.ssh_user,
+                    &self.access.client_key,
+                    &self.access.host_key_blob,
+                    self.command_timeout,
+                )
+            })
+            .map_err(|e| match e {
+                PoolError::Connect(e) => self.ssh_error(e),
+                busy @ PoolError::Busy { .. } => self.busy(busy),
+            })?;
+        match session.exec_with_timeout(command, timeout) {
+            Ok(output) => Ok(output),
+            Err(e) => {
+                session.discard();
                 self.ensure_running()?;
                 Err(self.ssh_error(e))
             }
-            None => unreachable!("a session was just connected"),
         }
+    }
+
+    /// Runs `section` with no other thread's command or request reaching
+    /// the guest (a case that counts requests must not count another
+    /// case's); commands already on their way finish first. Sections nest.
+    pub fn exclusively<T>(&self, section: impl FnOnce() -> T) -> Result<T, MachineError> {
+        self.gate.exclusive(GATE_TIMEOUT, section).map_err(|e| self.busy(e))
     }
 
     /// Runs `command` and returns its stdout; an error when it exits non-zero.
@@ -833,7 +861,7 @@ impl Machine {
     /// whether it went down by itself. An attached target
     /// is only disconnected: the harness never powers it down.
     pub fn shutdown(&self, timeout: Duration) -> bool {
-        *self.lock_ssh() = None;
+        self.ssh.clear();
         match self.booted() {
             Some(booted) => {
                 let clean = lock(&booted.qemu).shutdown(timeout);
@@ -869,7 +897,7 @@ impl Machine {
             name: self.name.clone(),
             what: "saving its state".into(),
         })?;
-        *self.lock_ssh() = None;
+        self.ssh.clear();
         let vmstate = dir.join(VMSTATE_FILE);
         let said = {
             let qemu = lock(&booted.qemu);
@@ -968,8 +996,11 @@ impl Machine {
         }
     }
 
-    fn lock_ssh(&self) -> MutexGuard<'_, Option<SshSession>> {
-        self.ssh.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn busy(&self, why: impl std::fmt::Display) -> MachineError {
+        MachineError::Busy {
+            name: self.name.clone(),
+            message: why.to_string(),
+        }
     }
 }
 

@@ -18,6 +18,10 @@ use rave_harness::{Launcher, Machine};
 
 use crate::catalog::{self, Case};
 
+/// How many of a shared guest's cases run at once, each over an SSH
+/// connection of its own (a fault test's lane holds one trial).
+pub const CASES_AT_ONCE: usize = rave_harness::ssh_pool::MAX_CONNECTIONS;
+
 /// How long a guest gets to power off before QEMU is killed.
 pub const POWER_OFF_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -85,7 +89,8 @@ struct Attached {
 }
 
 /// Trials grouped into lanes that may run side by side: one lane per
-/// profile's case trials (they share that profile's guest, in order), one
+/// profile's case trials (they share that profile's guest, and run at once
+/// up to [`CASES_AT_ONCE`]), one
 /// lane per fault test (each boots its own guest). Each trial keeps its index
 /// in `trials`, so results can be put back in order.
 pub fn lanes(trials: &[Trial]) -> Vec<Vec<(usize, Trial)>> {

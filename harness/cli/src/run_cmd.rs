@@ -137,7 +137,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     };
     guests.expect(&trials);
     // Lanes side by side as far as the host allows (never over-committing its
-    // CPUs or memory); within a lane, one trial after another.
+    // CPUs or memory); within a lane, a shared guest's cases run at once over
+    // connections of their own, up to `runner::CASES_AT_ONCE`.
     let width = match &target {
         Some(_) => 1,
         None => rave_harness::host_check::HostResources::read().guests_at_once(&rave_harness::RunConfig::from_env()?),
@@ -149,32 +150,43 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     );
     let done = Mutex::new(Vec::new());
     let finished = std::sync::atomic::AtomicUsize::new(0);
+    let run_one = |index: usize, trial: runner::Trial| {
+        progress.set(format!(
+            "[{}/{}] {}",
+            finished.load(Ordering::SeqCst) + 1,
+            trials.len(),
+            trial.name()
+        ));
+        let record = guests.run(&trial);
+        finished.fetch_add(1, Ordering::SeqCst);
+        progress.line(format!(
+            "{:<7} {} ({:.1} s)",
+            record.outcome.label(),
+            record.name(),
+            record.duration.as_secs_f64()
+        ));
+        if let Outcome::Failed { message } = &record.outcome {
+            progress.line(indent(message));
+        }
+        done.lock().unwrap_or_else(|p| p.into_inner()).push((index, record));
+    };
     std::thread::scope(|scope| {
         for _ in 0..width {
             scope.spawn(|| loop {
                 let Some(lane) = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front() else {
                     return;
                 };
-                for (index, trial) in lane {
-                    progress.set(format!(
-                        "[{}/{}] {}",
-                        finished.load(Ordering::SeqCst) + 1,
-                        trials.len(),
-                        trial.name()
-                    ));
-                    let record = guests.run(&trial);
-                    finished.fetch_add(1, Ordering::SeqCst);
-                    progress.line(format!(
-                        "{:<7} {} ({:.1} s)",
-                        record.outcome.label(),
-                        record.name(),
-                        record.duration.as_secs_f64()
-                    ));
-                    if let Outcome::Failed { message } = &record.outcome {
-                        progress.line(indent(message));
+                let lane = Mutex::new(lane.into_iter());
+                let next = || lane.lock().unwrap_or_else(|p| p.into_inner()).next();
+                std::thread::scope(|inner| {
+                    for _ in 0..runner::CASES_AT_ONCE {
+                        inner.spawn(|| {
+                            while let Some((index, trial)) = next() {
+                                run_one(index, trial);
+                            }
+                        });
                     }
-                    done.lock().unwrap_or_else(|p| p.into_inner()).push((index, record));
-                }
+                });
             });
         }
     });
