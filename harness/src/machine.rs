@@ -216,6 +216,8 @@ pub struct Machine {
     https_client: std::sync::OnceLock<HttpsClient>,
     /// Boot stages reached so far.
     boot_stages: Mutex<Vec<BootStage>>,
+    /// The guest's uptime when the first command after its first login ran.
+    first_command_uptime: Mutex<Option<f64>>,
     backend: Backend,
 }
 
@@ -402,6 +404,7 @@ impl Machine {
             command_timeout: options.command_timeout,
             https_client: std::sync::OnceLock::new(),
             boot_stages: Mutex::new(Vec::new()),
+            first_command_uptime: Mutex::new(None),
             backend: Backend::Booted(Booted {
                 qemu: Mutex::new(process),
                 _owner: owner,
@@ -452,6 +455,7 @@ impl Machine {
             command_timeout: BootOptions::DEFAULT_COMMAND_TIMEOUT,
             https_client: std::sync::OnceLock::new(),
             boot_stages: Mutex::new(Vec::new()),
+            first_command_uptime: Mutex::new(None),
             backend: Backend::Attached {
                 forwards: description.forwards.clone(),
             },
@@ -471,6 +475,13 @@ impl Machine {
             Backend::Booted(booted) => Some(booted),
             Backend::Attached { .. } => None,
         }
+    }
+
+    /// The guest's own uptime (seconds) when the harness's first command
+    /// after its first login ran: with a unit's
+    /// `ActiveEnterTimestampMonotonic`, a delay measured on one clock.
+    pub fn guest_uptime_at_first_command(&self) -> Option<f64> {
+        *lock(&self.first_command_uptime)
     }
 
     /// The boot stages reached so far: `console` (first serial output) and
@@ -683,7 +694,8 @@ impl Machine {
         let addr = self.ssh_addr();
         let user = self.ssh_user.clone();
         let what = format!("SSH key login as {user} on {addr}");
-        let session = self.wait(&what, Deadline::new(timeout, Duration::from_millis(500)), || {
+        // A refused attempt costs nothing (QEMU resets it at once): look often.
+        let session = self.wait(&what, Deadline::new(timeout, Duration::from_millis(100)), || {
             if self
                 .serial_log()
                 .is_some_and(|log| std::fs::metadata(log).is_ok_and(|m| m.len() > 0))
@@ -703,6 +715,13 @@ impl Machine {
             }
         })?;
         self.reach_stage("ssh");
+        // The first command, timed on the guest's own clock (see guest_uptime_at_first_command).
+        if let Ok(out) = session.exec_with_timeout("cat /proc/uptime", self.command_timeout) {
+            let mut first = lock(&self.first_command_uptime);
+            if first.is_none() {
+                *first = out.stdout.split_whitespace().next().and_then(|s| s.parse().ok());
+            }
+        }
         self.ssh.add(session);
         Ok(())
     }

@@ -10,7 +10,7 @@ use crate::manifest::{Flavor, Profile};
 
 /// A running target, described well enough to check it with no trust on
 /// first use: the SSH host key and the CA come with it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TargetDescription {
     /// A name for logs.
@@ -53,6 +53,11 @@ pub struct TargetDescription {
     /// The boot stages reached before the description was printed, when booted by `rave-harness boot`.
     #[serde(default)]
     pub boot_stages: Vec<crate::report::BootStage>,
+    /// The guest's uptime (its own monotonic clock, seconds) when the
+    /// harness's first command ran on it, when booted by `rave-harness boot`:
+    /// against a unit's `ActiveEnterTimestampMonotonic`, a delay on one clock.
+    #[serde(default)]
+    pub guest_uptime_at_first_command: Option<f64>,
 }
 
 /// A target description that cannot be used.

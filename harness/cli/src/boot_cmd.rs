@@ -73,6 +73,7 @@ fn describe(machine: &Machine) -> anyhow::Result<TargetDescription> {
         state_dir: machine.state_dir().map(Into::into),
         pid: machine.pid(),
         boot_stages: machine.boot_stages(),
+        guest_uptime_at_first_command: machine.guest_uptime_at_first_command(),
     })
 }
 
