@@ -7,6 +7,7 @@ HTTPS verified against the description's CA, closed-port probes sent to its
 forwards.
 """
 
+import functools
 import json
 import os
 import socket
@@ -28,8 +29,9 @@ from rave_guest import (
 
 #: How long attaching waits for an SSH login (run_cmd::ATTACH_TIMEOUT).
 ATTACH_TIMEOUT = 30.0
-#: Each login attempt while attaching (Machine::wait_for_ssh).
+#: Each login attempt while attaching, and the pause between two (Machine::wait_for_ssh).
 ATTACH_ATTEMPT_TIMEOUT = 10
+ATTACH_INTERVAL = 0.1
 #: The manifest schema rave-harness reads (manifest::SCHEMA).
 SCHEMA = 1
 #: The profile whose cases this port holds.
@@ -48,8 +50,8 @@ def _resolve(host, port):
     return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][4][:2]
 
 
-@pytest.fixture(scope="session")
-def target():
+@functools.cache
+def _target():
     """The target description (TargetDescription::load: its first non-blank line)."""
     path = os.environ.get("RAVE_TARGET")
     if not path:
@@ -62,9 +64,10 @@ def target():
         pytest.exit(f"target description {path}: not a target description ({e})", 2)
 
 
-@pytest.fixture(scope="session")
-def manifest(target):
+@functools.cache
+def _manifest():
     """The image manifest the description names (Image::load_manifest + attach's profile check)."""
+    target = _target()
     data = json.loads(Path(target["manifest"]).read_text())
     if data.get("schema") != SCHEMA:
         pytest.exit(f"image manifest {target['manifest']}: schema {data.get('schema')} is not {SCHEMA}", 2)
@@ -75,6 +78,33 @@ def manifest(target):
             2,
         )
     return Manifest(data)
+
+
+def pytest_runtest_setup(item):
+    """Skips a case the attached image does not hold, with Rust's reason
+    (runner's Attached::outcome, then Case::applies_to). A hook, not a
+    fixture: it runs before the session fixtures, so a run of only skipped
+    cases attaches to nothing."""
+    mark = item.get_closest_marker("case")
+    if mark is None:
+        return
+    manifest = _manifest()
+    if manifest.profile != PROFILE:
+        pytest.skip(f"the attached target {_target()['name']} is {manifest.profile}")
+    for component in mark.args:
+        reason = manifest.unit_error(component)
+        if reason:
+            pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def target():
+    return _target()
+
+
+@pytest.fixture(scope="session")
+def manifest():
+    return _manifest()
 
 
 @pytest.fixture(scope="session")
@@ -106,8 +136,10 @@ def pinned(target, tmp_path_factory):
 def host(target, pinned):
     """The testinfra host: one paramiko connection for the session, host key pinned.
 
-    Attaching waits as Machine::attach does: a key login every 0.5 s, 10 s
-    each, for up to 30 s; a host key that is not the pinned one ends it at once.
+    Attaching waits as Machine::attach does: a key login every 0.1 s, 10 s
+    each, for up to 30 s; a host key that is not the pinned one ends it at
+    once. Then the one command Rust runs on a fresh login (`cat /proc/uptime`,
+    its first-command timing), so both sides send the guest the same commands.
     """
     backend = PinnedParamikoBackend(pinned, timeout=ATTACH_ATTEMPT_TIMEOUT)
     testinfra_host = testinfra.host.Host(backend)
@@ -123,13 +155,17 @@ def host(target, pinned):
         return True, None
 
     try:
-        wait_until(login, ATTACH_TIMEOUT, 0.5)
+        wait_until(login, ATTACH_TIMEOUT, ATTACH_INTERVAL)
     except Expired as e:
         pytest.exit(f"attaching to {target['name']}: no SSH login as {pinned.user}: {e}", 1)
     except paramiko.BadHostKeyException as e:
         pytest.exit(f"attaching to {target['name']}: the SSH host key is not the pinned one: {e}", 1)
     # Later (re)connections are bounded by the command timeout, as in Rust.
     backend.timeout = int(COMMAND_TIMEOUT)
+    try:
+        testinfra_host.run("cat /proc/uptime")
+    except Exception:  # noqa: BLE001 - Rust ignores its failure too
+        pass
     yield testinfra_host
     backend.client.close()
 
@@ -148,18 +184,3 @@ def guest(target, host, pinned, manifest, ca_cert, forwards):
     )
     yield machine
     machine.close()
-
-
-@pytest.fixture(autouse=True)
-def _applies_to(request, target, manifest):
-    """Skips a case the attached image does not hold, with Rust's reason
-    (runner's Attached::outcome, then Case::applies_to)."""
-    mark = request.node.get_closest_marker("case")
-    if mark is None:
-        return
-    if manifest.profile != PROFILE:
-        pytest.skip(f"the attached target {target['name']} is {manifest.profile}")
-    for component in mark.args:
-        reason = manifest.unit_error(component)
-        if reason:
-            pytest.skip(reason)

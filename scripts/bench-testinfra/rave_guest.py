@@ -164,10 +164,15 @@ class Manifest:
 
 
 class PinnedKeyPolicy(paramiko.MissingHostKeyPolicy):
-    """A host key that is not the pinned one is refused (SshError::HostKeyMismatch)."""
+    """A host key of another type than the pinned one is refused too
+    (SshError::HostKeyMismatch); one of the same type is checked by paramiko
+    against known_hosts."""
+
+    def __init__(self, pinned_key):
+        self.pinned_key = pinned_key
 
     def missing_host_key(self, client, hostname, key):
-        raise paramiko.BadHostKeyException(hostname, key, None)
+        raise paramiko.BadHostKeyException(hostname, key, self.pinned_key)
 
 
 class PinnedHost:
@@ -179,6 +184,7 @@ class PinnedHost:
         self.key_file = key_file
         self.key_type, key_b64 = host_key_line.split()[:2]
         self.key_blob = base64.b64decode(key_b64)
+        self.key = paramiko.PKey.from_type_string(self.key_type, self.key_blob)
         self.known_hosts = known_hosts
         ip, port = addr[0], addr[1]
         name = ip if port == 22 else f"[{ip}]:{port}"
@@ -194,7 +200,7 @@ class PinnedHost:
         (no agent, no ~/.ssh keys), every step bounded by `timeout`."""
         client = paramiko.SSHClient()
         client.load_host_keys(self.known_hosts)
-        client.set_missing_host_key_policy(PinnedKeyPolicy())
+        client.set_missing_host_key_policy(PinnedKeyPolicy(self.key))
         try:
             client.connect(
                 hostname=self.addr[0],
