@@ -22,6 +22,15 @@ use crate::catalog::{self, Case};
 /// connection of its own (a fault test's lane holds one trial).
 pub const CASES_AT_ONCE: usize = rave_harness::ssh_pool::MAX_CONNECTIONS;
 
+/// The cases that wait longest (for a Prometheus scrape newer than their
+/// start, or a search of the guest's disk), longest first: in a lane they
+/// start first, so the guest's shorter cases fill their wait.
+pub const START_FIRST: &[&str] = &[
+    "p2_observability::prometheus_targets",
+    "p2_observability::webhook_metrics",
+    "security::secrets_management",
+];
+
 /// How long a guest gets to power off before QEMU is killed.
 pub const POWER_OFF_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -107,6 +116,12 @@ pub fn lanes(trials: &[Trial]) -> Vec<Vec<(usize, Trial)>> {
             }
             TrialKind::Fault => lanes.push(vec![(index, *trial)]),
         }
+    }
+    for lane in &mut lanes {
+        lane.sort_by_key(|(_, trial)| {
+            let id = trial.case.id();
+            START_FIRST.iter().position(|c| *c == id).unwrap_or(START_FIRST.len())
+        });
     }
     lanes
 }
@@ -389,6 +404,9 @@ mod tests {
                 .iter()
                 .all(|(_, t)| t.kind == TrialKind::Case && t.profile == lane[0].1.profile));
         }
+        let p2 = lanes.iter().find(|l| l[0].1.profile == Profile::P2).unwrap();
+        let first: Vec<String> = p2[..START_FIRST.len()].iter().map(|(_, t)| t.case.id()).collect();
+        assert_eq!(first, START_FIRST, "the longest waits start first");
         let mut seen: Vec<usize> = lanes.iter().flatten().map(|(i, _)| *i).collect();
         seen.sort();
         assert_eq!(seen, (0..all.len()).collect::<Vec<_>>());
