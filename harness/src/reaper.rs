@@ -14,6 +14,7 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Mutex;
 
 use nix::fcntl::{Flock, FlockArg};
@@ -34,6 +35,11 @@ pub const KEEP_MARK: &str = "keep";
 
 /// Live guests of this process: QEMU's pid (its process group) → its state directory.
 static LIVE: Mutex<BTreeMap<u32, PathBuf>> = Mutex::new(BTreeMap::new());
+
+/// The signal being handled (0: none). Set before any guest is killed.
+static STOPPING: AtomicI32 = AtomicI32::new(0);
+/// Held by the signal thread from before it sets [`STOPPING`] until it exits the process.
+static CLEANING: Mutex<()> = Mutex::new(());
 
 /// Where every guest's state directory is made: `$TMPDIR/rave-harness`.
 pub fn state_root() -> PathBuf {
@@ -151,6 +157,10 @@ pub fn clean_up_on_signals() -> nix::Result<()> {
         .name("signals".into())
         .spawn(move || {
             if let Ok(signal) = signals.wait() {
+                // Held until the exit: a run whose cases end because their guests
+                // were killed here exits through this thread, with its status.
+                let _cleaning = CLEANING.lock().unwrap_or_else(|p| p.into_inner());
+                STOPPING.store(signal as i32, Ordering::SeqCst);
                 eprintln!("rave-harness: {signal:?}: stopping every guest and removing its state");
                 stop_every_guest();
                 std::process::exit(128 + signal as i32);
@@ -158,6 +168,19 @@ pub fn clean_up_on_signals() -> nix::Result<()> {
         })
         .map(|_| ())
         .map_err(|_| nix::Error::EAGAIN)
+}
+
+/// The status to exit with: `status`, unless SIGINT or SIGTERM is stopping
+/// the run. Then the signal's clean-up ends the process with 128 + the
+/// signal, and this waits for it (its waits have deadlines), so a run whose
+/// cases failed because their guests were killed does not exit 1 first.
+pub fn exit_status(status: i32) -> i32 {
+    let signal = STOPPING.load(Ordering::SeqCst);
+    if signal == 0 {
+        return status;
+    }
+    drop(CLEANING.lock().unwrap_or_else(|p| p.into_inner()));
+    128 + signal
 }
 
 #[cfg(test)]

@@ -89,5 +89,10 @@ fn main() {
     if !listing && !report.records.is_empty() {
         println!("\n{}", report.summary());
     }
+    // A run stopped by SIGINT/SIGTERM exits with 128 + the signal, not as its killed cases say.
+    let status = rave_harness::reaper::exit_status(if conclusion.has_failed() { 101 } else { 0 });
+    if status >= 128 {
+        std::process::exit(status);
+    }
     conclusion.exit();
 }

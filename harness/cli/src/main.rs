@@ -115,10 +115,10 @@ fn main() {
         Cmd::Doctor { cache_dir } => doctor_cmd::doctor(cache_dir),
     };
     match result {
-        Ok(code) => std::process::exit(code),
+        Ok(code) => std::process::exit(rave_harness::reaper::exit_status(code)),
         Err(e) => {
             eprintln!("rave-harness: {}", one_line(&e));
-            std::process::exit(2);
+            std::process::exit(rave_harness::reaper::exit_status(2));
         }
     }
 }
