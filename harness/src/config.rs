@@ -57,6 +57,10 @@ pub struct RunConfig {
     pub accel: AccelChoice,
     /// SAFE mode (`SAFE`, on unless `SAFE=0`).
     pub safe_mode: bool,
+    /// Kernel arguments appended to the image's command line
+    /// (`RAVE_KERNEL_ARGS`, e.g. `systemd.log_level=debug`), for debugging a
+    /// boot or measuring a change to it before it goes into an image.
+    pub kernel_args: Option<String>,
 }
 
 impl RunConfig {
@@ -102,11 +106,24 @@ impl RunConfig {
                 })
             }
         };
+        let kernel_args = get("RAVE_KERNEL_ARGS");
+        if let Some(args) = &kernel_args {
+            if !args.chars().all(|c| c.is_ascii_graphic() || c == ' ') {
+                return Err(ConfigError {
+                    var: "RAVE_KERNEL_ARGS",
+                    value: args.clone(),
+                    expected:
+                        "kernel arguments in printable ASCII separated by spaces (e.g. `systemd.log_level=debug`)"
+                            .into(),
+                });
+            }
+        }
         Ok(RunConfig {
             ram_mb,
             cpus,
             accel,
             safe_mode,
+            kernel_args,
         })
     }
 }
@@ -172,5 +189,16 @@ mod tests {
         assert_eq!(cfg(&[("QEMU_RAM_MB", "8192")]).unwrap_err().var, "QEMU_RAM_MB");
         assert_eq!(cfg(&[("SAFE", "yes")]).unwrap_err().var, "SAFE");
         assert_eq!(cfg(&[("RAVE_ACCEL", "hvf")]).unwrap_err().var, "RAVE_ACCEL");
+        assert_eq!(
+            cfg(&[("RAVE_KERNEL_ARGS", "a\nb")]).unwrap_err().var,
+            "RAVE_KERNEL_ARGS"
+        );
+    }
+
+    #[test]
+    fn kernel_args_are_kept_as_given() {
+        let c = cfg(&[("RAVE_KERNEL_ARGS", " mitigations=off  audit=0 ")]).unwrap();
+        assert_eq!(c.kernel_args.as_deref(), Some("mitigations=off  audit=0"));
+        assert_eq!(cfg(&[]).unwrap().kernel_args, None);
     }
 }

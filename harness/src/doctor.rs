@@ -307,6 +307,7 @@ mod tests {
                 cpus: 2,
                 accel: AccelChoice::Auto,
                 safe_mode: true,
+                kernel_args: None,
             }),
             host: HostResources {
                 available_mb: 22_000,
@@ -339,6 +340,7 @@ mod tests {
             cpus: 4,
             accel: AccelChoice::Kvm,
             safe_mode: false,
+            kernel_args: None,
         });
         facts.cache_writable = Err("Permission denied (os error 13)".into());
         facts.tools[0].2 = false;

@@ -135,6 +135,7 @@ mod guests_at_once_tests {
             cpus,
             accel: crate::config::AccelChoice::Tcg,
             safe_mode: true,
+            kernel_args: None,
         }
     }
 
@@ -159,6 +160,7 @@ mod tests {
             cpus,
             accel: AccelChoice::Tcg,
             safe_mode: true,
+            kernel_args: None,
         }
     }
 

@@ -1044,7 +1044,10 @@ fn command_for(
         cpus: options.config.cpus,
         kernel: image.kernel(),
         initrd: image.initrd(),
-        append: image.manifest.kernel_cmdline.clone(),
+        append: match &options.config.kernel_args {
+            Some(extra) => format!("{} {extra}", image.manifest.kernel_cmdline),
+            None => image.manifest.kernel_cmdline.clone(),
+        },
         overlay,
         forwards: vec![
             PortForward {
