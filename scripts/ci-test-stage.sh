@@ -22,7 +22,6 @@ scripts/setup
 
 step "build the harness"
 cargo build --quiet -p rave-harness-cli
-harness=$repo/target/debug/rave-harness
 
 step "doctor"
 "$harness" doctor | tee "$artifacts/doctor.txt"

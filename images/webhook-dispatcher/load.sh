@@ -49,12 +49,12 @@ for _ in $(seq 1 100); do "$pg_bin/pg_isready" -q -h "$work" -p 5432 && break; s
 (cd "$repo" && cargo build --quiet --release -p webhook-dispatcher)
 printf 'load-test-secret' >"$work/secret"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-RUST_LOG=warn "$repo/target/release/webhook-dispatcher" --listen "127.0.0.1:$port" --secret-file "$work/secret" \
+RUST_LOG=warn "${CARGO_TARGET_DIR:-$repo/target}/release/webhook-dispatcher" --listen "127.0.0.1:$port" --secret-file "$work/secret" \
   --database "host=$work port=5432 user=postgres dbname=postgres" >"$work/dispatcher.log" 2>&1 &
 dispatcher_pid=$!
 for _ in $(seq 1 100); do curl -fsS "http://127.0.0.1:$port/health" >/dev/null 2>&1 && break; sleep 0.1; done
 
-"$repo/target/release/webhook-load" --url "http://127.0.0.1:$port/webhook" --secret-file "$work/secret" \
+"${CARGO_TARGET_DIR:-$repo/target}/release/webhook-load" --url "http://127.0.0.1:$port/webhook" --secret-file "$work/secret" \
   --requests "$requests" --redeliveries "$share" --concurrency "$concurrency" --keys-out "$work/sent-keys"
 
 psql=("$pg_bin/psql" -X -At -h "$work" -p 5432 -U postgres -d postgres)
