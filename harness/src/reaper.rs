@@ -36,9 +36,10 @@ pub const KEEP_MARK: &str = "keep";
 /// Live guests of this process: QEMU's pid (its process group) → its state directory.
 static LIVE: Mutex<BTreeMap<u32, PathBuf>> = Mutex::new(BTreeMap::new());
 
-/// The signal being handled (0: none). Set before any guest is killed.
+/// The status a stop in progress (a signal, the run's deadline) exits with; 0: none.
+/// Set before any guest is killed.
 static STOPPING: AtomicI32 = AtomicI32::new(0);
-/// Held by the signal thread from before it sets [`STOPPING`] until it exits the process.
+/// Held by the stopping thread from before it sets [`STOPPING`] until it exits the process.
 static CLEANING: Mutex<()> = Mutex::new(());
 
 /// Where every guest's state directory is made: `$TMPDIR/rave-harness`.
@@ -136,13 +137,27 @@ fn stop_every_guest() {
 pub fn exit_after(deadline: std::time::Duration) {
     let _ = std::thread::Builder::new().name("run-deadline".into()).spawn(move || {
         std::thread::sleep(deadline);
-        eprintln!(
-            "rave-harness: the run passed its deadline of {} s: stopping every guest (raise it with --deadline)",
-            deadline.as_secs()
+        stop_and_exit(
+            124,
+            &format!(
+                "the run passed its deadline of {} s: stopping every guest (raise it with --deadline)",
+                deadline.as_secs()
+            ),
         );
-        stop_every_guest();
-        std::process::exit(124);
     });
+}
+
+/// Says `why`, kills every live guest, removes its state, and exits with
+/// `status`. Other threads that end meanwhile (their guests killed) exit
+/// with `status` too, through [`exit_status`].
+fn stop_and_exit(status: i32, why: &str) -> ! {
+    // Held until the exit: a run whose cases end because their guests were
+    // killed here exits through this thread, with its status.
+    let _cleaning = CLEANING.lock().unwrap_or_else(|p| p.into_inner());
+    STOPPING.store(status, Ordering::SeqCst);
+    eprintln!("rave-harness: {why}");
+    stop_every_guest();
+    std::process::exit(status);
 }
 
 /// On SIGINT or SIGTERM: kill every live guest, remove its state directory,
@@ -157,30 +172,28 @@ pub fn clean_up_on_signals() -> nix::Result<()> {
         .name("signals".into())
         .spawn(move || {
             if let Ok(signal) = signals.wait() {
-                // Held until the exit: a run whose cases end because their guests
-                // were killed here exits through this thread, with its status.
-                let _cleaning = CLEANING.lock().unwrap_or_else(|p| p.into_inner());
-                STOPPING.store(signal as i32, Ordering::SeqCst);
-                eprintln!("rave-harness: {signal:?}: stopping every guest and removing its state");
-                stop_every_guest();
-                std::process::exit(128 + signal as i32);
+                stop_and_exit(
+                    128 + signal as i32,
+                    &format!("{signal:?}: stopping every guest and removing its state"),
+                );
             }
         })
         .map(|_| ())
         .map_err(|_| nix::Error::EAGAIN)
 }
 
-/// The status to exit with: `status`, unless SIGINT or SIGTERM is stopping
-/// the run. Then the signal's clean-up ends the process with 128 + the
-/// signal, and this waits for it (its waits have deadlines), so a run whose
-/// cases failed because their guests were killed does not exit 1 first.
+/// The status to exit with: `status`, unless a signal or the run's deadline
+/// is stopping the run. Then that clean-up ends the process with its own
+/// status (128 + the signal, or 124), and this waits for it (its waits have
+/// deadlines), so a run whose cases failed because their guests were killed
+/// does not exit 1 first.
 pub fn exit_status(status: i32) -> i32 {
-    let signal = STOPPING.load(Ordering::SeqCst);
-    if signal == 0 {
+    let stopping = STOPPING.load(Ordering::SeqCst);
+    if stopping == 0 {
         return status;
     }
     drop(CLEANING.lock().unwrap_or_else(|p| p.into_inner()));
-    128 + signal
+    stopping
 }
 
 #[cfg(test)]

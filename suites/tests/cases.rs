@@ -90,8 +90,9 @@ fn main() {
         println!("\n{}", report.summary());
     }
     // A run stopped by SIGINT/SIGTERM exits with 128 + the signal, not as its killed cases say.
-    let status = rave_harness::reaper::exit_status(if conclusion.has_failed() { 101 } else { 0 });
-    if status >= 128 {
+    let normal = if conclusion.has_failed() { 101 } else { 0 };
+    let status = rave_harness::reaper::exit_status(normal);
+    if status != normal {
         std::process::exit(status);
     }
     conclusion.exit();
