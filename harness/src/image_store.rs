@@ -245,9 +245,10 @@ impl ImageStore {
     }
 
     /// The image of `spec`, built first when the cache lacks it; the build's
-    /// step lines go to stdout. A nixos image must be there already.
+    /// step lines go to stderr (stdout is for what a command prints, such as
+    /// `boot`'s description). A nixos image must be there already.
     pub fn ensure(&self, spec: ImageSpec) -> Result<Image, ImageError> {
-        self.ensure_reporting(spec, &|line| println!("{line}"))
+        self.ensure_reporting(spec, &|line| eprintln!("{line}"))
     }
 
     /// [`ImageStore::ensure`], handing each step line of a build to `on_step`.
