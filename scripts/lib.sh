@@ -3,10 +3,12 @@
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 export repo
 export PATH="$HOME/.cargo/bin:$PATH"
-# Compiled code lives in the project's cache, so a fresh clone compiles only
-# what changed (cargo locks the directory between builds; set
-# CARGO_TARGET_DIR to put it elsewhere).
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/rave-harness/target}
+# Compiled code lives in the project's cache, one directory per checkout:
+# a fresh clone at a path built before compiles only what changed. Never one
+# directory for all checkouts: cargo judges freshness by mtimes, so one clone
+# could run another's binary (and its images/ path). CARGO_TARGET_DIR overrides.
+checkout_id=$(printf '%s' "$repo" | sha256sum | cut -c1-12)
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/rave-harness/target-$checkout_id}
 # The command the scripts run, built by `cargo build -p rave-harness-cli`.
 harness=$CARGO_TARGET_DIR/debug/rave-harness
 export harness

@@ -716,13 +716,15 @@ impl Machine {
         })?;
         self.reach_stage("ssh");
         // The first command, timed on the guest's own clock (see guest_uptime_at_first_command).
+        // A connection that failed its first command is not pooled: the pool opens another.
         if let Ok(out) = session.exec_with_timeout("cat /proc/uptime", self.command_timeout) {
             let mut first = lock(&self.first_command_uptime);
             if first.is_none() {
                 *first = out.stdout.split_whitespace().next().and_then(|s| s.parse().ok());
             }
+            drop(first);
+            self.ssh.add(session);
         }
-        self.ssh.add(session);
         Ok(())
     }
 

@@ -97,7 +97,8 @@ impl<T> ConnectionPool<T> {
         }
     }
 
-    /// Adds a connection opened elsewhere (the boot's first login) as idle.
+    /// Adds a connection opened elsewhere (a boot's first login) as idle; it
+    /// counts toward the limit, which it may pass by one after a new login.
     pub fn add(&self, connection: T) {
         let mut state = self.lock();
         state.open += 1;

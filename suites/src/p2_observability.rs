@@ -163,8 +163,9 @@ impl std::fmt::Display for TargetHealth {
 
 /// Each of [`JOBS`] with the health of its targets in scrapes newer than `since` (guest epoch seconds).
 fn target_health(machine: &Machine, since: f64) -> Result<Vec<(&'static str, TargetHealth)>, CaseFailure> {
-    let targets = prometheus_api(machine, "/api/v1/targets?state=active")?;
+    // Timestamps first: the targets read after them are never older than a scrape judged fresh.
     let scraped = prometheus_api(machine, "/api/v1/query?query=timestamp(up)")?;
+    let targets = prometheus_api(machine, "/api/v1/targets?state=active")?;
     let scraped_at = |job: &Value, instance: &Value| -> Option<f64> {
         scraped["result"].as_array()?.iter().find_map(|r| {
             (r["metric"]["job"] == *job && r["metric"]["instance"] == *instance)
@@ -314,9 +315,9 @@ pub fn webhook_metrics(machine: &Machine) -> CaseResult {
     ))?;
     // Other cases may post after the section: a counter scraped at or above
     // its value after our requests proves a scrape that counted them.
-    prometheus_sees_at_least(machine, "webhook_requests_total", requests_after)?;
-    prometheus_sees_at_least(machine, "webhook_errors_total", errors_after)?;
-    prometheus_sees(machine, "rave_case_pushed{job=\"rave-case\"}", pushed as f64)
+    prometheus_sees(machine, "webhook_requests_total", ">=", requests_after)?;
+    prometheus_sees(machine, "webhook_errors_total", ">=", errors_after)?;
+    prometheus_sees(machine, "rave_case_pushed{job=\"rave-case\"}", "==", pushed as f64)
 }
 
 /// `p2_observability::safe_mode_constraints`: MemoryMax of prometheus (and
@@ -379,35 +380,22 @@ fn prometheus_api(machine: &Machine, path: &str) -> Result<Value, CaseFailure> {
     Ok(value["data"].clone())
 }
 
-/// Waits (bounded) until Prometheus's value of `query` is `expected`.
-fn prometheus_sees(machine: &Machine, query: &str, expected: f64) -> CaseResult {
+/// Waits (bounded) until Prometheus's value of `query` compares to `value`
+/// as `op` (a PromQL comparison such as `==` or `>=`) in a scrape it holds.
+fn prometheus_sees(machine: &Machine, query: &str, op: &str, value: f64) -> CaseResult {
+    let condition = format!("{query} {op} {}", format_value(value));
+    // A comparison without `bool` keeps only the series that meet it: a non-empty result.
     let command = format!(
-        "curl -fsS -G --data-urlencode {} http://127.0.0.1:9090/api/v1/query | grep -q {}",
-        quote(&format!("query={query}")),
-        quote(&format!("\"{}\"]", format_value(expected))),
+        "curl -fsS -G --data-urlencode {} http://127.0.0.1:9090/api/v1/query | grep -qF {}",
+        quote(&format!("query={condition}")),
+        quote("\"result\":[{"),
     );
     machine
         .wait_until_succeeds(&command, SCRAPE_WAIT)
         .map(|_| ())
         .map_err(|e| {
             CaseFailure::new(format!(
-                "expected Prometheus to scrape {query} = {expected} within {SCRAPE_WAIT:?}, it did not:\n{e}"
-            ))
-        })
-}
-
-/// Waits (bounded) until Prometheus's value of `query` is at least `floor`.
-fn prometheus_sees_at_least(machine: &Machine, query: &str, floor: f64) -> CaseResult {
-    let command = format!(
-        "curl -fsS -G --data-urlencode {} http://127.0.0.1:9090/api/v1/query | grep -q '\"result\":\\[{{'",
-        quote(&format!("query={query} >= {}", format_value(floor))),
-    );
-    machine
-        .wait_until_succeeds(&command, SCRAPE_WAIT)
-        .map(|_| ())
-        .map_err(|e| {
-            CaseFailure::new(format!(
-                "expected Prometheus to scrape {query} >= {floor} within {SCRAPE_WAIT:?}, it did not:\n{e}"
+                "expected Prometheus to scrape {condition} within {SCRAPE_WAIT:?}, it did not:\n{e}"
             ))
         })
 }
