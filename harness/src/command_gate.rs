@@ -88,20 +88,15 @@ impl CommandGate {
         blocked: impl Fn(&GateState) -> bool,
     ) -> Result<MutexGuard<'_, GateState>, GateTimeout> {
         let start = Instant::now();
-        let mut state = self.lock();
-        while blocked(&state) {
-            let left = timeout.saturating_sub(start.elapsed());
-            if left.is_zero() {
-                return Err(GateTimeout {
-                    what,
-                    waited: start.elapsed(),
-                });
-            }
-            state = self
-                .changed
-                .wait_timeout(state, left)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
+        let (state, waited) = self
+            .changed
+            .wait_timeout_while(self.lock(), timeout, |s| blocked(s))
+            .unwrap_or_else(|p| p.into_inner());
+        if waited.timed_out() && blocked(&state) {
+            return Err(GateTimeout {
+                what,
+                waited: start.elapsed(),
+            });
         }
         Ok(state)
     }

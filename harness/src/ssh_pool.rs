@@ -65,35 +65,29 @@ impl<T> ConnectionPool<T> {
         connect: impl FnOnce() -> Result<T, E>,
     ) -> Result<Pooled<'_, T>, PoolError<E>> {
         let start = Instant::now();
-        let mut state = self.lock();
-        loop {
-            if let Some(connection) = state.idle.pop() {
-                return Ok(self.pooled(connection, state.generation));
+        let (mut state, waited) = self
+            .returned
+            .wait_timeout_while(self.lock(), timeout, |s| s.idle.is_empty() && s.open >= self.max)
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(connection) = state.idle.pop() {
+            return Ok(self.pooled(connection, state.generation));
+        }
+        if state.open >= self.max {
+            debug_assert!(waited.timed_out());
+            return Err(PoolError::Busy {
+                max: self.max,
+                waited: start.elapsed(),
+            });
+        }
+        state.open += 1;
+        let generation = state.generation;
+        drop(state);
+        match connect() {
+            Ok(connection) => Ok(self.pooled(connection, generation)),
+            Err(e) => {
+                self.forget();
+                Err(PoolError::Connect(e))
             }
-            if state.open < self.max {
-                state.open += 1;
-                let generation = state.generation;
-                drop(state);
-                return match connect() {
-                    Ok(connection) => Ok(self.pooled(connection, generation)),
-                    Err(e) => {
-                        self.forget();
-                        Err(PoolError::Connect(e))
-                    }
-                };
-            }
-            let left = timeout.saturating_sub(start.elapsed());
-            if left.is_zero() {
-                return Err(PoolError::Busy {
-                    max: self.max,
-                    waited: start.elapsed(),
-                });
-            }
-            state = self
-                .returned
-                .wait_timeout(state, left)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
         }
     }
 

@@ -176,10 +176,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
                 let Some(lane) = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front() else {
                     return;
                 };
+                let workers = runner::CASES_AT_ONCE.min(lane.len());
                 let lane = Mutex::new(lane.into_iter());
                 let next = || lane.lock().unwrap_or_else(|p| p.into_inner()).next();
                 std::thread::scope(|inner| {
-                    for _ in 0..runner::CASES_AT_ONCE {
+                    for _ in 0..workers {
                         inner.spawn(|| {
                             while let Some((index, trial)) = next() {
                                 run_one(index, trial);
