@@ -815,36 +815,50 @@ impl Machine {
     /// Waits until `unit` is active. Fails at once, with the unit's status and
     /// journal, when it is failed, stopped with no job queued, or not found.
     pub fn wait_for_unit(&self, unit: &str, timeout: Duration) -> Result<(), MachineError> {
-        let quoted = quote(unit);
-        // Jobs first, state second: a job that finishes between the two reads
-        // leaves the unit active, so "no job, and inactive" cannot be a race.
+        self.wait_for_units(&[unit], timeout)
+    }
+
+    /// Waits until every one of `units` is active, reading all of them with
+    /// one command per poll. Fails at once, as [`Machine::wait_for_unit`] does,
+    /// on the first unit that is failed, stopped with no job queued, or not found.
+    pub fn wait_for_units(&self, units: &[&str], timeout: Duration) -> Result<(), MachineError> {
+        let quoted: Vec<String> = units.iter().map(|u| quote(u)).collect();
+        // Jobs first, states second: a job that finishes between the two reads
+        // leaves its unit active, so "no job, and inactive" cannot be a race.
         let probe = format!(
-            "echo Jobs=$(systemctl list-jobs --no-legend {quoted} | wc -l); systemctl show {quoted} -p LoadState -p ActiveState -p SubState"
+            "systemctl list-jobs --no-legend --plain; echo {UNIT_STATES_MARK}; systemctl show -p LoadState -p ActiveState -p SubState {}",
+            quoted.join(" ")
         );
-        let what = format!("unit {unit} to be active");
-        self.wait(&what, Deadline::new(timeout, Duration::from_millis(500)), || {
-            let props = match self.execute(&probe) {
-                Ok(out) => parse_properties(&out.stdout),
+        let what = match units {
+            [unit] => format!("unit {unit} to be active"),
+            _ => format!("units {} to be active", units.join(", ")),
+        };
+        self.wait(&what, Deadline::new(timeout, Duration::from_millis(250)), || {
+            let out = match self.execute(&probe) {
+                Ok(out) => out,
                 Err(e @ MachineError::QemuExited { .. }) => return Poll::Abort(e),
                 Err(e) => return Poll::Pending(e.to_string()),
             };
-            let get = |k: &str| props.get(k).map(String::as_str).unwrap_or("?");
-            let state = format!("ActiveState={} SubState={}", get("ActiveState"), get("SubState"));
-            let stuck = match (get("LoadState"), get("ActiveState"), get("Jobs")) {
-                (_, "active", _) => return Poll::Ready(()),
-                (load, _, _) if load != "loaded" => Some(format!("LoadState={load}")),
-                (_, "failed", _) => Some(state.clone()),
-                (_, "inactive", "0") => Some(format!("{state}, and no job is queued to start it")),
-                _ => None,
-            };
-            match stuck {
-                Some(state) => Poll::Abort(MachineError::UnitNotActive {
-                    name: self.name.clone(),
-                    unit: unit.into(),
-                    state,
-                    diagnostics: self.unit_diagnostics(unit),
-                }),
-                None => Poll::Pending(state),
+            let states = unit_states(&out.stdout, units);
+            let mut waiting = Vec::new();
+            for state in &states {
+                match state.verdict() {
+                    UnitVerdict::Active => {}
+                    UnitVerdict::Pending => waiting.push(format!("{}: {}", state.unit, state.describe())),
+                    UnitVerdict::Stuck(why) => {
+                        return Poll::Abort(MachineError::UnitNotActive {
+                            name: self.name.clone(),
+                            unit: state.unit.clone(),
+                            state: why,
+                            diagnostics: self.unit_diagnostics(&state.unit),
+                        })
+                    }
+                }
+            }
+            if waiting.is_empty() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending(waiting.join("; "))
             }
         })
     }
@@ -898,9 +912,14 @@ impl Machine {
     /// has no job left (the moment a warm start saves).
     pub fn wait_for_contract(&self, timeout: Duration) -> Result<(), MachineError> {
         let deadline = Instant::now() + timeout;
-        for component in self.image.manifest.components.values() {
-            self.wait_for_unit(&component.unit, deadline.saturating_duration_since(Instant::now()))?;
-        }
+        let units: Vec<&str> = self
+            .image
+            .manifest
+            .components
+            .values()
+            .map(|c| c.unit.as_str())
+            .collect();
+        self.wait_for_units(&units, deadline.saturating_duration_since(Instant::now()))?;
         self.wait_until_succeeds(
             "test -z \"$(systemctl list-jobs --no-legend)\"",
             deadline.saturating_duration_since(Instant::now()),
@@ -1121,6 +1140,75 @@ pub fn quote(word: &str) -> String {
         .unwrap_or_else(|_| format!("'{}'", word.replace('\0', "")))
 }
 
+/// Separates `systemctl list-jobs` from `systemctl show` in the units probe.
+const UNIT_STATES_MARK: &str = "--rave-unit-states--";
+
+/// One unit as the units probe saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct UnitState {
+    unit: String,
+    load: String,
+    active: String,
+    sub: String,
+    job_queued: bool,
+}
+
+/// What a wait makes of a [`UnitState`].
+#[derive(Debug, PartialEq, Eq)]
+enum UnitVerdict {
+    Active,
+    Pending,
+    Stuck(String),
+}
+
+impl UnitState {
+    fn describe(&self) -> String {
+        format!("ActiveState={} SubState={}", self.active, self.sub)
+    }
+
+    fn verdict(&self) -> UnitVerdict {
+        match (self.load.as_str(), self.active.as_str(), self.job_queued) {
+            (_, "active", _) => UnitVerdict::Active,
+            (load, _, _) if load != "loaded" => UnitVerdict::Stuck(format!("LoadState={load}")),
+            (_, "failed", _) => UnitVerdict::Stuck(self.describe()),
+            (_, "inactive", false) => {
+                UnitVerdict::Stuck(format!("{}, and no job is queued to start it", self.describe()))
+            }
+            _ => UnitVerdict::Pending,
+        }
+    }
+}
+
+/// Reads the units probe's output (`systemctl list-jobs`, the mark, then
+/// `systemctl show` blocks, one per asked unit in the asked order, whatever
+/// name the unit calls itself): one state per asked unit. A unit missing from
+/// the output reads as `LoadState=?`, which is stuck.
+fn unit_states(output: &str, units: &[&str]) -> Vec<UnitState> {
+    let (jobs, shown) = output.split_once(UNIT_STATES_MARK).unwrap_or(("", output));
+    let queued: Vec<&str> = jobs.lines().filter_map(|l| l.split_whitespace().nth(1)).collect();
+    let blocks: Vec<BTreeMap<String, String>> = shown
+        .trim_matches('\n')
+        .split("\n\n")
+        .map(parse_properties)
+        .filter(|b| !b.is_empty())
+        .collect();
+    units
+        .iter()
+        .enumerate()
+        .map(|(i, unit)| {
+            let props = blocks.get(i);
+            let get = |k: &str| props.and_then(|p| p.get(k)).cloned().unwrap_or_else(|| "?".into());
+            UnitState {
+                unit: unit.to_string(),
+                load: get("LoadState"),
+                active: get("ActiveState"),
+                sub: get("SubState"),
+                job_queued: queued.contains(unit),
+            }
+        })
+        .collect()
+}
+
 /// `KEY=value` lines into a map.
 pub fn parse_properties(text: &str) -> BTreeMap<String, String> {
     text.lines()
@@ -1137,4 +1225,79 @@ fn last_line(first: &str, fallback: &str) -> String {
         .unwrap_or(fallback)
         .trim()
         .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PROBE: &str = "\
+12 postgresql@15-main.service start running
+--rave-unit-states--
+LoadState=loaded
+ActiveState=active
+SubState=running
+
+LoadState=loaded
+ActiveState=activating
+SubState=start
+
+LoadState=loaded
+ActiveState=failed
+SubState=failed
+
+LoadState=not-found
+ActiveState=inactive
+SubState=dead
+
+LoadState=loaded
+ActiveState=inactive
+SubState=dead
+";
+
+    /// The units the probe above was asked for, in its order.
+    const ASKED: [&str; 5] = [
+        "sshd.service",
+        "postgresql@15-main.service",
+        "nginx.service",
+        "gone.service",
+        "idle.service",
+    ];
+
+    #[test]
+    fn the_units_probe_reads_the_blocks_in_the_asked_order() {
+        let states = unit_states(PROBE, &ASKED);
+        assert_eq!(states.iter().map(|s| s.unit.as_str()).collect::<Vec<_>>(), ASKED);
+        let queued: Vec<bool> = states.iter().map(|s| s.job_queued).collect();
+        assert_eq!(queued, [false, true, false, false, false]);
+    }
+
+    #[test]
+    fn active_waits_on_a_job_and_stuck_is_failed_missing_or_idle() {
+        let verdicts: Vec<UnitVerdict> = unit_states(PROBE, &ASKED).iter().map(UnitState::verdict).collect();
+        assert_eq!(
+            verdicts,
+            [
+                UnitVerdict::Active,
+                UnitVerdict::Pending,
+                UnitVerdict::Stuck("ActiveState=failed SubState=failed".into()),
+                UnitVerdict::Stuck("LoadState=not-found".into()),
+                UnitVerdict::Stuck("ActiveState=inactive SubState=dead, and no job is queued to start it".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_unit_the_probe_did_not_show_is_stuck() {
+        let mut asked = ASKED.to_vec();
+        asked.push("absent.service");
+        assert_eq!(
+            unit_states(PROBE, &asked)[5].verdict(),
+            UnitVerdict::Stuck("LoadState=?".into())
+        );
+        assert_eq!(
+            unit_states("", &["x.service"])[0].verdict(),
+            UnitVerdict::Stuck("LoadState=?".into())
+        );
+    }
 }

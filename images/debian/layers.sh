@@ -15,8 +15,18 @@ layer_p0() {
   install -D -m 0755 "$stage/webhook-dispatcher" "$root/usr/local/bin/webhook-dispatcher"
   install -D -m 0644 "$repo/images/webhook-dispatcher/webhook-dispatcher.service" "$root/etc/systemd/system/webhook-dispatcher.service"
   install -D -m 0644 "$files/dispatcher-order.conf" "$root/etc/systemd/system/webhook-dispatcher.service.d/10-rave.conf"
-  install -D -m 0755 "$files/rave-db-setup" "$root/usr/local/lib/rave/rave-db-setup"
-  install -D -m 0644 "$files/rave-db-setup.service" "$root/etc/systemd/system/rave-db-setup.service"
+
+  # PostgreSQL: the cluster started directly, and the dispatcher's role and
+  # database made once, here (peer authentication on the local socket: the OS
+  # user webhook is role webhook). Single-user mode needs no running server;
+  # exit_on_error makes a failed statement fail the build.
+  local pg_version
+  pg_version=$(find "$root/etc/postgresql" -mindepth 1 -maxdepth 1 -printf '%f\n' | sort -n | tail -n 1)
+  sed "s/@PG_VERSION@/$pg_version/g" "$files/postgresql-cluster.service" \
+    >"$root/etc/systemd/system/postgresql@$pg_version-main.service"
+  printf 'CREATE ROLE webhook LOGIN;\nCREATE DATABASE webhook OWNER webhook;\n' |
+    in_root runuser -u postgres -- "/usr/lib/postgresql/$pg_version/bin/postgres" --single \
+      -D "/etc/postgresql/$pg_version/main" -c exit_on_error=on -c log_checkpoints=off -c dynamic_shared_memory_type=mmap postgres >/dev/null
 
   # vibe-kanban (its linux-x64 binary from the npm package) and
   # claude-code-router (on Node 22 from npm), both as agent.
@@ -24,6 +34,10 @@ layer_p0() {
   cp -a "$stage/node" "$root/opt/node"
   cp -a "$stage/claude-code-router" "$root/opt/claude-code-router"
   install -d -m 0700 -o "$(agent_uid "$root")" -g users "$root/home/agent/.claude-code-router"
+  # agent's user manager starts at boot, not on the first login (which would
+  # wait for it: about a second under TCG).
+  install -d "$root/var/lib/systemd/linger"
+  touch "$root/var/lib/systemd/linger/agent"
   install -m 0600 -o "$(agent_uid "$root")" -g users "$files/ccr-config.json" "$root/home/agent/.claude-code-router/config.json"
   install -D -m 0644 "$files/vibe-kanban.service" "$root/etc/systemd/system/vibe-kanban.service"
   install -D -m 0644 "$files/claude-code-router.service" "$root/etc/systemd/system/claude-code-router.service"
@@ -42,7 +56,7 @@ layer_p0() {
   install -D -m 0644 "$files/rave.local.conf" "$root/etc/nginx/sites-enabled/rave.local.conf"
   install -D -m 0644 "$files/after-secrets.conf" "$root/etc/systemd/system/nginx.service.d/10-rave-secrets.conf"
 
-  in_root systemctl enable rave-secrets.service rave-db-setup.service webhook-dispatcher.service \
+  in_root systemctl enable rave-secrets.service webhook-dispatcher.service \
     vibe-kanban.service claude-code-router.service nginx.service >/dev/null 2>&1
 }
 
