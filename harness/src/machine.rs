@@ -44,6 +44,18 @@ pub const GUEST_HTTPS_PORT: u16 = 3002;
 /// command a case runs (the secrets search, 240 s).
 pub const GATE_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// How long the first login attempt on a booting guest waits for sshd's
+/// banner before it tries a new connection (a banner comes in well under a
+/// second once sshd listens, even on a guest still busy booting).
+pub const FIRST_BANNER_WAIT: Duration = Duration::from_millis(1500);
+
+/// Login attempts without a banner, before the guest has answered any, after
+/// which each attempt waits longer anyway (about 30 s of them).
+pub const UNANSWERED_ATTEMPTS: u32 = 20;
+
+/// The bound of one login attempt while waiting for SSH.
+pub const LOGIN_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Everything that can go wrong booting or using a guest.
 #[derive(Debug, thiserror::Error)]
 pub enum MachineError {
@@ -695,6 +707,15 @@ impl Machine {
         let user = self.ssh_user.clone();
         let what = format!("SSH key login as {user} on {addr}");
         // A refused attempt costs nothing (QEMU resets it at once): look often.
+        // An attempt without a banner is given up and made again at once (see
+        // SshSession::connect_booting): before the guest's network is up, QEMU
+        // holds a connection unanswered. Once the guest has answered an attempt
+        // (a reset, a close, or a failed handshake), a missing banner means a busy sshd,
+        // and each later attempt waits twice as long; so it does, for safety,
+        // after many attempts without a banner.
+        let mut banner_within = FIRST_BANNER_WAIT;
+        let mut guest_answered = false;
+        let mut without_banner = 0u32;
         let session = self.wait(&what, Deadline::new(timeout, Duration::from_millis(100)), || {
             if self
                 .serial_log()
@@ -702,16 +723,29 @@ impl Machine {
             {
                 self.reach_stage("console");
             }
-            match SshSession::connect(
+            match SshSession::connect_booting(
                 addr,
                 &user,
                 &self.access.client_key,
                 &self.access.host_key_blob,
-                Duration::from_secs(10),
+                banner_within,
+                LOGIN_TIMEOUT,
             ) {
                 Ok(session) => Poll::Ready(session),
                 Err(e @ SshError::HostKeyMismatch { .. }) => Poll::Abort(self.ssh_error(e)),
-                Err(e) => Poll::Pending(e.to_string()),
+                Err(e @ SshError::NoBanner { .. }) => {
+                    without_banner += 1;
+                    if guest_answered || without_banner > UNANSWERED_ATTEMPTS {
+                        banner_within = (banner_within * 2).min(LOGIN_TIMEOUT);
+                    }
+                    Poll::Pending(e.to_string())
+                }
+                // Refused: QEMU's forward is not listening yet, which says nothing of the guest.
+                Err(e @ SshError::Connect { .. }) if e.is_refused() => Poll::Pending(e.to_string()),
+                Err(e) => {
+                    guest_answered = true;
+                    Poll::Pending(e.to_string())
+                }
             }
         })?;
         self.reach_stage("ssh");

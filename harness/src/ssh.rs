@@ -16,6 +16,15 @@ pub enum SshError {
         /// Why.
         source: std::io::Error,
     },
+    /// sshd's banner did not come within the wait given to a login attempt on
+    /// a booting guest (see [`SshSession::connect_booting`]).
+    #[error("SSH connect to {addr}: no banner from sshd within {within:?}")]
+    NoBanner {
+        /// Where.
+        addr: SocketAddr,
+        /// How long the attempt waited for it.
+        within: Duration,
+    },
     /// The SSH handshake failed (sshd not up yet, or the connection was reset).
     #[error("SSH handshake with {addr}: {source}")]
     Handshake {
@@ -93,7 +102,35 @@ impl SshSession {
         host_key_blob: &[u8],
         timeout: Duration,
     ) -> Result<Self, SshError> {
-        let session = handshake(addr, host_key_blob, timeout)?;
+        Self::login(addr, user, key, host_key_blob, timeout, None)
+    }
+
+    /// [`SshSession::connect`] to a guest that may still be booting: the
+    /// attempt gives up when sshd's banner has not come within `banner_within`,
+    /// so that the caller tries a new connection. QEMU's user network accepts
+    /// the host side of a connection at once; a SYN it sent before the guest's
+    /// network was up is sent again only seconds later, so an attempt that
+    /// waited on it would log in seconds after sshd was ready.
+    pub fn connect_booting(
+        addr: SocketAddr,
+        user: &str,
+        key: &Path,
+        host_key_blob: &[u8],
+        banner_within: Duration,
+        timeout: Duration,
+    ) -> Result<Self, SshError> {
+        Self::login(addr, user, key, host_key_blob, timeout, Some(banner_within))
+    }
+
+    fn login(
+        addr: SocketAddr,
+        user: &str,
+        key: &Path,
+        host_key_blob: &[u8],
+        timeout: Duration,
+        banner_within: Option<Duration>,
+    ) -> Result<Self, SshError> {
+        let session = handshake(addr, host_key_blob, timeout, banner_within)?;
         session
             .userauth_pubkey_file(user, None, key, None)
             .map_err(|source| SshError::Authentication {
@@ -163,7 +200,7 @@ pub fn probe_auth(
     host_key_blob: &[u8],
     timeout: Duration,
 ) -> Result<AuthProbe, SshError> {
-    let session = handshake(addr, host_key_blob, timeout)?;
+    let session = handshake(addr, host_key_blob, timeout, None)?;
     let methods = session
         .auth_methods(user)
         .map(|m| m.split(',').map(str::to_string).collect())
@@ -176,8 +213,19 @@ pub fn probe_auth(
 }
 
 /// A TCP connection and SSH handshake with the host key checked.
-fn handshake(addr: SocketAddr, host_key_blob: &[u8], timeout: Duration) -> Result<ssh2::Session, SshError> {
+fn handshake(
+    addr: SocketAddr,
+    host_key_blob: &[u8],
+    timeout: Duration,
+    banner_within: Option<Duration>,
+) -> Result<ssh2::Session, SshError> {
     let tcp = TcpStream::connect_timeout(&addr, timeout).map_err(|source| SshError::Connect { addr, source })?;
+    if let Some(within) = banner_within {
+        await_banner(&tcp, within).map_err(|source| match source.kind() {
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => SshError::NoBanner { addr, within },
+            _ => SshError::Connect { addr, source },
+        })?;
+    }
     let mut session = ssh2::Session::new().map_err(|source| SshError::Handshake { addr, source })?;
     session.set_timeout(timeout.as_millis().min(u32::MAX as u128) as u32);
     session.set_tcp_stream(tcp);
@@ -195,6 +243,28 @@ fn handshake(addr: SocketAddr, host_key_blob: &[u8], timeout: Duration) -> Resul
         });
     }
     Ok(session)
+}
+
+impl SshError {
+    /// Whether the TCP connection itself was refused (nothing listens there yet).
+    pub fn is_refused(&self) -> bool {
+        matches!(self, SshError::Connect { source, .. } if source.kind() == std::io::ErrorKind::ConnectionRefused)
+    }
+}
+
+/// Waits until the peer has sent something (sshd's banner), without reading it.
+fn await_banner(tcp: &TcpStream, within: Duration) -> std::io::Result<()> {
+    tcp.set_read_timeout(Some(within))?;
+    let mut first = [0u8; 1];
+    let seen = tcp.peek(&mut first)?;
+    tcp.set_read_timeout(None)?;
+    if seen == 0 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "closed before sshd's banner",
+        ));
+    }
+    Ok(())
 }
 
 fn with_timeout_hint(message: String, timeout: Duration) -> String {

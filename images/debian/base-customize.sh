@@ -26,6 +26,16 @@ printf 'nameserver 10.0.2.3\n' >"$root/etc/resolv.conf"
 # No host key is baked in: test access hands one over at boot.
 rm -f "$root"/etc/ssh/ssh_host_*
 install -D -m 0644 "$files/sshd-rave.conf" "$root/etc/ssh/sshd_config.d/10-rave.conf"
+# SSH logins open no logind session (Debian's session stack for
+# non-interactive services, as cron and sudo use): a session would start
+# agent's user manager and a scope through a busy PID 1 on every first login,
+# seconds under TCG while the guest boots.
+sed -i 's/^@include common-session$/@include common-session-noninteractive/' "$root/etc/pam.d/sshd"
+grep -qx '@include common-session-noninteractive' "$root/etc/pam.d/sshd"
+# No dynamic motd: it runs the update-motd.d scripts on every login (the
+# static /etc/motd is still shown to an interactive login).
+sed -i '/pam_motd.so  *motd=\/run\/motd.dynamic/d' "$root/etc/pam.d/sshd"
+if grep -q 'motd=/run/motd.dynamic' "$root/etc/pam.d/sshd"; then echo "pam_motd's dynamic motd is still in /etc/pam.d/sshd" >&2; exit 1; fi
 
 # Test access: keys and a sudoers rule from QEMU fw_cfg, before sshd starts.
 install -D -m 0755 "$files/rave-test-access" "$root/usr/local/lib/rave/rave-test-access"

@@ -34,10 +34,6 @@ layer_p0() {
   cp -a "$stage/node" "$root/opt/node"
   cp -a "$stage/claude-code-router" "$root/opt/claude-code-router"
   install -d -m 0700 -o "$(agent_uid "$root")" -g users "$root/home/agent/.claude-code-router"
-  # agent's user manager starts at boot, not on the first login (which would
-  # wait for it: about a second under TCG).
-  install -d "$root/var/lib/systemd/linger"
-  touch "$root/var/lib/systemd/linger/agent"
   install -m 0600 -o "$(agent_uid "$root")" -g users "$files/ccr-config.json" "$root/home/agent/.claude-code-router/config.json"
   install -D -m 0644 "$files/vibe-kanban.service" "$root/etc/systemd/system/vibe-kanban.service"
   install -D -m 0644 "$files/claude-code-router.service" "$root/etc/systemd/system/claude-code-router.service"
