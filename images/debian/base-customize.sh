@@ -49,6 +49,12 @@ for unit in getty@tty1.service serial-getty@ttyS0.service e2scrub_all.timer e2sc
   in_root systemctl mask "$unit" >/dev/null 2>&1
 done
 
+# Drivers for what QEMU's q35 machine shows but the images never use (its
+# SATA controller, SMBus, LPC and TCO watchdog, the PC speaker and PS/2
+# mouse) and KVM inside the guest (-cpu max offers SVM): udev would load
+# each while the services start, on the same emulated CPUs.
+install -D -m 0644 "$files/modprobe-not-needed.conf" "$root/etc/modprobe.d/rave-not-needed.conf"
+
 # A small initrd: only what a virtio guest needs to mount its root.
 printf 'MODULES=list\n' >"$root/etc/initramfs-tools/conf.d/rave"
 printf 'virtio_pci\nvirtio_blk\nvirtio_net\next4\n' >"$root/etc/initramfs-tools/modules"
