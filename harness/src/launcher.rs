@@ -72,6 +72,8 @@ pub struct Launcher {
 pub const CONTRACT_UP_TIMEOUT: Duration = Duration::from_secs(300);
 /// Boots tried when another process takes a forwarded port first.
 pub const PORT_ATTEMPTS: u32 = 3;
+/// How long a guest to be saved may take to become quiet once its contract is up.
+pub const QUIET_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long saving a guest's state may take.
 pub const SAVE_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -161,6 +163,7 @@ impl Launcher {
             cold.name = format!("rave-save-{}", image.manifest.profile);
             let machine = Machine::boot(image, &cold)?;
             machine.wait_for_contract(CONTRACT_UP_TIMEOUT)?;
+            machine.wait_until_quiet(QUIET_TIMEOUT)?;
             machine.save_state(dir, SAVE_TIMEOUT)
         })?)
     }

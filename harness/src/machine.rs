@@ -44,6 +44,9 @@ pub const GUEST_HTTPS_PORT: u16 = 3002;
 /// command a case runs (the secrets search, 240 s).
 pub const GATE_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// The idle share of the guest's CPUs that [`Machine::wait_until_quiet`] waits for.
+pub const QUIET_IDLE: f64 = 0.9;
+
 /// How long the first login attempt on a booting guest waits for sshd's
 /// banner before it tries a new connection (a banner comes in well under a
 /// second once sshd listens, even on a guest still busy booting).
@@ -846,6 +849,36 @@ impl Machine {
         )
     }
 
+    /// Waits until the guest's CPUs have been at least [`QUIET_IDLE`] idle over
+    /// one second: the services' own start-up work (a Node service loading, a
+    /// database recovering) is over, not only their units active. A guest is
+    /// saved for warm starts only then, so no restored guest resumes a start-up
+    /// halfway (with the clock set forward under it).
+    pub fn wait_until_quiet(&self, timeout: Duration) -> Result<(), MachineError> {
+        let probe = "head -n1 /proc/stat; sleep 1; head -n1 /proc/stat; ps -eo pcpu=,comm= --sort=-pcpu | head -n3 | tr -s ' \\n' '  '";
+        let what = format!("the guest's CPUs to be {:.0}% idle over a second", QUIET_IDLE * 100.0);
+        self.wait(&what, Deadline::new(timeout, Duration::from_millis(200)), || {
+            let out = match self.execute(probe) {
+                Ok(out) => out,
+                Err(e @ MachineError::QemuExited { .. }) => return Poll::Abort(e),
+                Err(e) => return Poll::Pending(e.to_string()),
+            };
+            let lines: Vec<&str> = out.stdout.lines().collect();
+            match (lines.first().copied(), lines.get(1).copied()) {
+                (Some(before), Some(after)) => match idle_fraction(before, after) {
+                    Some(idle) if idle >= QUIET_IDLE => Poll::Ready(()),
+                    Some(idle) => Poll::Pending(format!(
+                        "{:.0}% idle; busiest (%CPU over their lifetime): {}",
+                        idle * 100.0,
+                        lines.get(2).unwrap_or(&"?").trim()
+                    )),
+                    None => Poll::Pending(format!("unreadable /proc/stat: {}", out.stdout.trim())),
+                },
+                _ => Poll::Pending(format!("unreadable /proc/stat: {}", out.stdout.trim())),
+            }
+        })
+    }
+
     /// Waits until `unit` is active. Fails at once, with the unit's status and
     /// journal, when it is failed, stopped with no job queued, or not found.
     pub fn wait_for_unit(&self, unit: &str, timeout: Duration) -> Result<(), MachineError> {
@@ -1174,6 +1207,24 @@ pub fn quote(word: &str) -> String {
         .unwrap_or_else(|_| format!("'{}'", word.replace('\0', "")))
 }
 
+/// The idle share of the guest's CPUs between two `cpu` lines of
+/// `/proc/stat` (idle and iowait over all time spent).
+fn idle_fraction(before: &str, after: &str) -> Option<f64> {
+    let fields = |line: &str| -> Option<Vec<u64>> {
+        let mut words = line.split_whitespace();
+        (words.next()? == "cpu").then_some(())?;
+        words.map(|w| w.parse().ok()).collect()
+    };
+    let (a, b) = (fields(before)?, fields(after)?);
+    if a.len() < 5 || a.len() != b.len() {
+        return None;
+    }
+    let delta: Vec<u64> = a.iter().zip(&b).map(|(x, y)| y.saturating_sub(*x)).collect();
+    // user nice system idle iowait irq softirq steal [guest guest_nice]: guest time is already in user.
+    let total: u64 = delta.iter().take(8).sum();
+    (total > 0).then(|| (delta[3] + delta[4]) as f64 / total as f64)
+}
+
 /// Separates `systemctl list-jobs` from `systemctl show` in the units probe.
 const UNIT_STATES_MARK: &str = "--rave-unit-states--";
 
@@ -1319,6 +1370,16 @@ SubState=dead
                 UnitVerdict::Stuck("ActiveState=inactive SubState=dead, and no job is queued to start it".into()),
             ]
         );
+    }
+
+    #[test]
+    fn idle_is_idle_and_iowait_over_all_time_spent() {
+        let before = "cpu  100 0 100 800 0 0 0 0 0 0";
+        assert_eq!(idle_fraction(before, "cpu  110 0 110 980 0 0 0 0 0 0"), Some(0.9));
+        assert_eq!(idle_fraction(before, "cpu  250 0 150 800 0 0 0 0 0 0"), Some(0.0));
+        assert_eq!(idle_fraction(before, before), None);
+        assert_eq!(idle_fraction(before, "cpu0 110 0 110 980 0 0 0 0 0 0"), None);
+        assert_eq!(idle_fraction("garbage", before), None);
     }
 
     #[test]

@@ -51,9 +51,10 @@ impl SavedState {
     }
 }
 
-/// The key of a saved state: the image, the command line's shape, QEMU's version.
+/// The key of a saved state: how states are made, the image, the command line's shape, QEMU's version.
 pub fn state_key(image: &Image, shape: &[String], qemu_version: &str) -> String {
     let mut hasher = Sha256::new();
+    hasher.update(STATE_RECIPE.to_le_bytes());
     hasher.update(image.dir.display().to_string());
     for arg in shape {
         hasher.update((arg.len() as u64).to_le_bytes());
@@ -62,6 +63,10 @@ pub fn state_key(image: &Image, shape: &[String], qemu_version: &str) -> String 
     hasher.update(qemu_version);
     hasher.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
+
+/// Bumped when the way a state is made changes, so older states are made
+/// again: 2 = saved only once the guest is quiet ([`crate::machine::Machine::wait_until_quiet`]).
+pub const STATE_RECIPE: u32 = 2;
 
 /// Where saved states live: `<cache>/warm/<image>-<key>/`.
 #[derive(Debug, Clone)]
