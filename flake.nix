@@ -145,7 +145,7 @@
               fi
               case "$accel" in
                 kvm) accel_args=(-accel kvm) ;;
-                tcg) accel_args=(-accel "tcg,tb-size=256") ;;
+                tcg) accel_args=(-accel "tcg,tb-size=192") ;;
                 *) echo "rave: RAVE_ACCEL=$accel is not valid: auto, kvm or tcg" >&2; exit 2 ;;
               esac
               ssh_port=''${RAVE_SSH_PORT:-2222}

@@ -138,14 +138,15 @@ impl QemuCommand {
         ])
     }
 
-    /// TCG: multi-threaded (the default, but said), with a 256 MiB translation
-    /// cache instead of about 1 GiB, which cuts QEMU's RSS by half a gigabyte
-    /// with no measured slowdown. `-cpu max` gives the guest every instruction
-    /// TCG can emulate (Node needs more than the qemu64 baseline).
+    /// TCG: multi-threaded (the default, but said), with a 192 MiB translation
+    /// cache instead of about 1 GiB: QEMU's RSS for a 3072 MiB P2 guest is
+    /// about 0.9 GiB instead of 1.4 (256 MiB: 1.0 GiB; smaller: slower boots;
+    /// see BENCHMARKS.md). `-cpu max` gives the guest every instruction TCG
+    /// can emulate (Node needs more than the qemu64 baseline).
     fn accel_args(&self) -> Vec<String> {
         match self.accel {
             Accel::Kvm => args(&["-accel", "kvm", "-cpu", "host"]),
-            Accel::Tcg => args(&["-accel", "tcg,thread=multi,tb-size=256", "-cpu", "max"]),
+            Accel::Tcg => args(&["-accel", "tcg,thread=multi,tb-size=192", "-cpu", "max"]),
         }
     }
 
