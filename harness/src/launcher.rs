@@ -74,6 +74,8 @@ pub const CONTRACT_UP_TIMEOUT: Duration = Duration::from_secs(300);
 pub const PORT_ATTEMPTS: u32 = 3;
 /// How long a guest to be saved may take to become quiet once its contract is up.
 pub const QUIET_TIMEOUT: Duration = Duration::from_secs(120);
+/// Cold boots tried for a saved state in which no unit of the contract restarted.
+pub const SAVE_ATTEMPTS: u32 = 3;
 /// How long saving a guest's state may take.
 pub const SAVE_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -161,10 +163,45 @@ impl Launcher {
         Ok(store.ensure(image, &key, |dir| {
             let mut cold = options.clone();
             cold.name = format!("rave-save-{}", image.manifest.profile);
-            let machine = Machine::boot(image, &cold)?;
-            machine.wait_for_contract(CONTRACT_UP_TIMEOUT)?;
-            machine.wait_until_quiet(QUIET_TIMEOUT)?;
-            machine.save_state(dir, SAVE_TIMEOUT)
+            let units: Vec<&str> = image.manifest.components.values().map(|c| c.unit.as_str()).collect();
+            // Every restored guest is a copy of this one: it must be a boot in
+            // which no unit of the contract crashed. A crash is said, and the
+            // boot made again; a unit that crashes in every boot fails the save.
+            let mut attempt = 1;
+            loop {
+                let machine = Machine::boot(image, &cold)?;
+                machine.wait_for_contract(CONTRACT_UP_TIMEOUT)?;
+                machine.wait_until_quiet(QUIET_TIMEOUT)?;
+                let restarted = machine.restarted_units(&units)?;
+                if restarted.is_empty() {
+                    return machine.save_state(dir, SAVE_TIMEOUT);
+                }
+                let said = restarted
+                    .iter()
+                    .map(|(unit, n)| format!("{unit} restarted {n} time(s)"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let journal = restarted
+                    .iter()
+                    .map(|(unit, _)| machine.unit_diagnostics(unit))
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                machine.shutdown(SAVE_TIMEOUT);
+                if attempt == SAVE_ATTEMPTS {
+                    return Err(MachineError::Setup {
+                        what: format!("saving {} for warm starts", image.manifest.profile),
+                        message: format!(
+                            "in each of {SAVE_ATTEMPTS} cold boots a unit of the contract crashed; the last: {said}\n{journal}"
+                        ),
+                    });
+                }
+                eprintln!(
+                    "warning: {} not saved for warm starts: during its cold boot {said}; booting again ({}/{SAVE_ATTEMPTS}).\n{journal}",
+                    image.manifest.profile,
+                    attempt + 1
+                );
+                attempt += 1;
+            }
         })?)
     }
 

@@ -879,6 +879,24 @@ impl Machine {
         })
     }
 
+    /// The units among `units` that systemd has restarted since boot, with
+    /// their restart counts (`NRestarts`), read with one command.
+    pub fn restarted_units(&self, units: &[&str]) -> Result<Vec<(String, u32)>, MachineError> {
+        let quoted: Vec<String> = units.iter().map(|u| quote(u)).collect();
+        let out = self.succeed(&format!("systemctl show -p NRestarts {}", quoted.join(" ")))?;
+        let counts: Vec<u32> = out
+            .lines()
+            .filter_map(|l| l.strip_prefix("NRestarts="))
+            .map(|n| n.trim().parse().unwrap_or(0))
+            .collect();
+        Ok(units
+            .iter()
+            .zip(counts)
+            .filter(|(_, n)| *n > 0)
+            .map(|(u, n)| (u.to_string(), n))
+            .collect())
+    }
+
     /// Waits until `unit` is active. Fails at once, with the unit's status and
     /// journal, when it is failed, stopped with no job queued, or not found.
     pub fn wait_for_unit(&self, unit: &str, timeout: Duration) -> Result<(), MachineError> {

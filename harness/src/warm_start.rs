@@ -65,8 +65,9 @@ pub fn state_key(image: &Image, shape: &[String], qemu_version: &str) -> String 
 }
 
 /// Bumped when the way a state is made changes, so older states are made
-/// again: 2 = saved only once the guest is quiet ([`crate::machine::Machine::wait_until_quiet`]).
-pub const STATE_RECIPE: u32 = 2;
+/// again: 2 = saved only once the guest is quiet ([`crate::machine::Machine::wait_until_quiet`]);
+/// 3 = and only from a boot in which no unit of the contract restarted.
+pub const STATE_RECIPE: u32 = 3;
 
 /// Where saved states live: `<cache>/warm/<image>-<key>/`.
 #[derive(Debug, Clone)]
