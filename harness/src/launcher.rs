@@ -163,7 +163,7 @@ impl Launcher {
         Ok(store.ensure(image, &key, |dir| {
             let mut cold = options.clone();
             cold.name = format!("rave-save-{}", image.manifest.profile);
-            let units: Vec<&str> = image.manifest.components.values().map(|c| c.unit.as_str()).collect();
+            let units = image.manifest.units();
             // Every restored guest is a copy of this one: it must be a boot in
             // which no unit of the contract crashed. A crash is said, and the
             // boot made again; a unit that crashes in every boot fails the save.

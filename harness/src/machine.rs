@@ -535,9 +535,9 @@ impl Machine {
         let units = if self.ensure_running().is_ok() {
             self.image
                 .manifest
-                .components
-                .values()
-                .filter_map(|c| self.unit_memory(&c.unit).ok())
+                .units()
+                .into_iter()
+                .filter_map(|unit| self.unit_memory(unit).ok())
                 .collect()
         } else {
             Vec::new()
@@ -997,13 +997,7 @@ impl Machine {
     /// has no job left (the moment a warm start saves).
     pub fn wait_for_contract(&self, timeout: Duration) -> Result<(), MachineError> {
         let deadline = Instant::now() + timeout;
-        let units: Vec<&str> = self
-            .image
-            .manifest
-            .components
-            .values()
-            .map(|c| c.unit.as_str())
-            .collect();
+        let units = self.image.manifest.units();
         self.wait_for_units(&units, deadline.saturating_duration_since(Instant::now()))?;
         self.wait_until_succeeds(
             "test -z \"$(systemctl list-jobs --no-legend)\"",

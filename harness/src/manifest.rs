@@ -241,7 +241,12 @@ impl Manifest {
         Ok(manifest)
     }
 
-    /// The unit of a component, or why the image has none.
+    /// The units of every component present, in component order.
+    pub fn units(&self) -> Vec<&str> {
+        self.components.values().map(|c| c.unit.as_str()).collect()
+    }
+
+    /// The unit of `component`, or why the image lacks it.
     pub fn unit(&self, component: &str) -> Result<&str, String> {
         if let Some(c) = self.components.get(component) {
             return Ok(&c.unit);
