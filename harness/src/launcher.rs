@@ -76,6 +76,12 @@ pub const PORT_ATTEMPTS: u32 = 3;
 pub const QUIET_TIMEOUT: Duration = Duration::from_secs(120);
 /// Cold boots tried for a saved state in which no unit of the contract restarted.
 pub const SAVE_ATTEMPTS: u32 = 3;
+/// The systemd cases' stability window: a unit passes only once it has been
+/// active, in one activation, for this long (a unit in a crash loop, even
+/// one sampled during a short life, is red). A guest is saved for warm starts
+/// only once every unit of its contract has been up this long, so the cases
+/// on a restored guest do not wait for it.
+pub const STABLE_FOR: Duration = Duration::from_secs(10);
 /// How long saving a guest's state may take.
 pub const SAVE_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -172,6 +178,7 @@ impl Launcher {
                 let machine = Machine::boot(image, &cold)?;
                 machine.wait_for_contract(CONTRACT_UP_TIMEOUT)?;
                 machine.wait_until_quiet(QUIET_TIMEOUT)?;
+                machine.wait_for_units_up_for(&units, STABLE_FOR, QUIET_TIMEOUT)?;
                 let restarted = machine.restarted_units(&units)?;
                 if restarted.is_empty() {
                     return machine.save_state(dir, SAVE_TIMEOUT);

@@ -17,6 +17,7 @@ pub mod config;
 pub mod console;
 pub mod doctor;
 pub mod events;
+pub mod guest_command;
 pub mod host_check;
 pub mod https;
 pub mod image_store;

@@ -122,7 +122,10 @@ pub enum MachineError {
         message: String,
     },
     /// `succeed` ran a command that failed.
-    #[error("guest {name}: command `{command}` exited {status}\nstdout: {stdout}\nstderr: {stderr}")]
+    #[error(
+        "guest {name}: command `{}` exited {status}\nstdout: {stdout}\nstderr: {stderr}",
+        crate::guest_command::short_command(command)
+    )]
     CommandFailed {
         /// The guest.
         name: String,
@@ -136,7 +139,10 @@ pub enum MachineError {
         stderr: String,
     },
     /// `fail` ran a command that succeeded.
-    #[error("guest {name}: command `{command}` succeeded but was expected to fail\nstdout: {stdout}")]
+    #[error(
+        "guest {name}: command `{}` succeeded but was expected to fail\nstdout: {stdout}",
+        crate::guest_command::short_command(command)
+    )]
     CommandSucceeded {
         /// The guest.
         name: String,
@@ -244,6 +250,8 @@ enum Backend {
     Attached {
         /// Guest port → port on the target's host that reaches it, for probes.
         forwards: BTreeMap<u16, u16>,
+        /// A local QEMU guest's QMP socket, to add forwards through.
+        qmp_socket: Option<PathBuf>,
     },
 }
 
@@ -473,6 +481,7 @@ impl Machine {
             first_command_uptime: Mutex::new(None),
             backend: Backend::Attached {
                 forwards: description.forwards.clone(),
+                qmp_socket: description.qmp_socket.clone(),
             },
             image,
         };
@@ -654,21 +663,36 @@ impl Machine {
 
     /// Where a connection from outside reaches `guest_port`: for a booted
     /// guest a new forward on 127.0.0.1 (QEMU user networking, added over
-    /// QMP); for an attached one the description's forward, else the port on
-    /// the target's host itself.
+    /// QMP); for an attached one the description's forward, else a new one
+    /// through its QMP socket (a local QEMU guest), else the port on the
+    /// target's host itself. A target reached through loopback forwards with
+    /// neither is an error: its host's own port would prove nothing.
     pub fn forward(&self, guest_port: u16) -> Result<SocketAddr, MachineError> {
-        let booted = match &self.backend {
-            Backend::Booted(booted) => booted,
-            Backend::Attached { forwards } => {
-                let port = forwards.get(&guest_port).copied().unwrap_or(guest_port);
-                return Ok(SocketAddr::new(self.ssh_addr.ip(), port));
+        let monitor = |command_line: &str| match &self.backend {
+            Backend::Booted(booted) => lock(&booted.qemu).monitor(command_line),
+            Backend::Attached { qmp_socket, .. } => {
+                crate::qemu_process::monitor_at(qmp_socket.as_deref().unwrap_or(Path::new("")), command_line)
             }
         };
+        if let Backend::Attached { forwards, qmp_socket } = &self.backend {
+            if let Some(port) = forwards.get(&guest_port) {
+                return Ok(SocketAddr::new(self.ssh_addr.ip(), *port));
+            }
+            if qmp_socket.is_none() {
+                if self.ssh_addr.ip().is_loopback() {
+                    return Err(MachineError::Setup {
+                        what: format!("reaching guest port {guest_port} of {} from outside", self.name),
+                        message: "the target is reached through forwards on this host, and its description has no forward for that port and no qmp_socket to add one: add the port to `forwards`".into(),
+                    });
+                }
+                return Ok(SocketAddr::new(self.ssh_addr.ip(), guest_port));
+            }
+        }
         let host_port = free_loopback_port().map_err(|e| MachineError::Setup {
             what: "finding a free port".into(),
             message: e.to_string(),
         })?;
-        let said = lock(&booted.qemu).monitor(&format!("hostfwd_add tcp:127.0.0.1:{host_port}-:{guest_port}"))?;
+        let said = monitor(&format!("hostfwd_add tcp:127.0.0.1:{host_port}-:{guest_port}"))?;
         if !said.trim().is_empty() {
             return Err(MachineError::Setup {
                 what: format!("forwarding guest port {guest_port}"),
@@ -676,6 +700,11 @@ impl Machine {
             });
         }
         Ok(SocketAddr::from((Ipv4Addr::LOCALHOST, host_port)))
+    }
+
+    /// QEMU's QMP socket (a booted guest's).
+    pub fn qmp_socket(&self) -> Option<PathBuf> {
+        self.state_dir().map(|d| d.join("qmp.sock"))
     }
 
     /// What sshd tells an unauthenticated client about `user`, and whether
@@ -765,7 +794,13 @@ impl Machine {
         Ok(())
     }
 
-    /// Runs `command` in the guest as the SSH user: status, stdout, stderr.
+    /// Runs `command` in the guest as the SSH user, under bash with `set
+    /// -euo pipefail` (see [`crate::guest_command`]): its exit status and
+    /// output. The command's deadline (the machine's command timeout) bounds
+    /// the whole of it; past it the command is ended in the guest and this
+    /// is a [`MachineError::Timeout`] with the output so far. A command that
+    /// a signal ended, or whose channel closed without an exit status, is an
+    /// error ([`MachineError::Ssh`]), never an exit status.
     pub fn execute(&self, command: &str) -> Result<CommandOutput, MachineError> {
         self.execute_within(command, self.command_timeout)
     }
@@ -794,7 +829,19 @@ impl Machine {
             Err(e) => {
                 session.discard();
                 self.ensure_running()?;
-                Err(self.ssh_error(e))
+                Err(match e {
+                    SshError::TimedOut { how, output, .. } => MachineError::Timeout {
+                        name: self.name.clone(),
+                        what: format!(
+                            "command `{}` to finish ({how})",
+                            crate::guest_command::short_command(command)
+                        ),
+                        waited: timeout,
+                        last_seen: output.to_string(),
+                        serial_tail: self.serial_tail(),
+                    },
+                    other => self.ssh_error(other),
+                })
             }
         }
     }
@@ -855,11 +902,12 @@ impl Machine {
     /// saved for warm starts only then, so no restored guest resumes a start-up
     /// halfway (with the clock set forward under it).
     pub fn wait_until_quiet(&self, timeout: Duration) -> Result<(), MachineError> {
-        let probe = "head -n1 /proc/stat; sleep 1; head -n1 /proc/stat; ps -eo pcpu=,comm= --sort=-pcpu | head -n3 | tr -s ' \\n' '  '";
+        let probe = "head -n1 /proc/stat; sleep 1; head -n1 /proc/stat; ps -eo pcpu=,comm= --sort=-pcpu | awk 'NR <= 3 { printf \"%s %s  \", $1, $2 }'";
         let what = format!("the guest's CPUs to be {:.0}% idle over a second", QUIET_IDLE * 100.0);
         self.wait(&what, Deadline::new(timeout, Duration::from_millis(200)), || {
             let out = match self.execute(probe) {
-                Ok(out) => out,
+                Ok(out) if out.status == 0 => out,
+                Ok(out) => return Poll::Pending(probe_failed(&out)),
                 Err(e @ MachineError::QemuExited { .. }) => return Poll::Abort(e),
                 Err(e) => return Poll::Pending(e.to_string()),
             };
@@ -887,8 +935,18 @@ impl Machine {
         let counts: Vec<u32> = out
             .lines()
             .filter_map(|l| l.strip_prefix("NRestarts="))
-            .map(|n| n.trim().parse().unwrap_or(0))
+            .filter_map(|n| n.trim().parse().ok())
             .collect();
+        if counts.len() != units.len() {
+            return Err(MachineError::Setup {
+                what: format!("reading the restart counts of {}", units.join(", ")),
+                message: format!(
+                    "systemctl show gave {} counts for {} units: {out:?}",
+                    counts.len(),
+                    units.len()
+                ),
+            });
+        }
         Ok(units
             .iter()
             .zip(counts)
@@ -918,13 +976,19 @@ impl Machine {
             [unit] => format!("unit {unit} to be active"),
             _ => format!("units {} to be active", units.join(", ")),
         };
+        // A probe that failed (systemctl itself failing while D-Bus restarts,
+        // an SSH error) says nothing of the units: pending, not a verdict.
         self.wait(&what, Deadline::new(timeout, Duration::from_millis(250)), || {
             let out = match self.execute(&probe) {
-                Ok(out) => out,
+                Ok(out) if out.status == 0 => out,
+                Ok(out) => return Poll::Pending(probe_failed(&out)),
                 Err(e @ MachineError::QemuExited { .. }) => return Poll::Abort(e),
                 Err(e) => return Poll::Pending(e.to_string()),
             };
-            let states = unit_states(&out.stdout, units);
+            let states = match unit_states(&out.stdout, units) {
+                Ok(states) => states,
+                Err(why) => return Poll::Pending(format!("the units probe was incomplete: {why}")),
+            };
             let mut waiting = Vec::new();
             for state in &states {
                 match state.verdict() {
@@ -957,7 +1021,8 @@ impl Machine {
             Deadline::new(timeout, Duration::from_millis(500)),
             || match self.execute(&probe) {
                 Ok(out) if out.status == 0 && !out.stdout.trim().is_empty() => Poll::Ready(()),
-                Ok(_) => Poll::Pending(format!("nothing listens on {port}")),
+                Ok(out) if out.status == 0 => Poll::Pending(format!("nothing listens on {port}")),
+                Ok(out) => Poll::Pending(probe_failed(&out)),
                 Err(e @ MachineError::QemuExited { .. }) => Poll::Abort(e),
                 Err(e) => Poll::Pending(e.to_string()),
             },
@@ -968,10 +1033,15 @@ impl Machine {
     pub fn unit_diagnostics(&self, unit: &str) -> String {
         let quoted = quote(unit);
         let command = format!(
-            "sudo systemctl status --no-pager --full --lines=0 {quoted} 2>&1; echo '--- journal of {unit} (last {JOURNAL_LINES} lines) ---'; sudo journalctl --no-pager -o short-precise -n {JOURNAL_LINES} -u {quoted} 2>&1"
+            "sudo systemctl status --no-pager --full --lines=0 {quoted} 2>&1 || printf '(systemctl status exited %d)\\n' \"$?\"; echo '--- journal of {unit} (last {JOURNAL_LINES} lines) ---'; sudo journalctl --no-pager -o short-precise -n {JOURNAL_LINES} -u {quoted} 2>&1"
         );
         match self.execute(&command) {
-            Ok(out) => format!("--- systemctl status {unit} ---\n{}", out.stdout.trim_end()),
+            Ok(out) if out.status == 0 => format!("--- systemctl status {unit} ---\n{}", out.stdout.trim_end()),
+            Ok(out) => format!(
+                "--- systemctl status {unit} ---\n{}\n(collecting the diagnostics of {unit} failed: {})",
+                out.stdout.trim_end(),
+                probe_failed(&out)
+            ),
             Err(e) => format!("(could not collect the diagnostics of {unit}: {e})"),
         }
     }
@@ -1000,7 +1070,7 @@ impl Machine {
         let units = self.image.manifest.units();
         self.wait_for_units(&units, deadline.saturating_duration_since(Instant::now()))?;
         self.wait_until_succeeds(
-            "test -z \"$(systemctl list-jobs --no-legend)\"",
+            "jobs=$(systemctl list-jobs --no-legend); test -z \"$jobs\"",
             deadline.saturating_duration_since(Instant::now()),
         )?;
         self.reach_stage("contract");
@@ -1080,6 +1150,69 @@ impl Machine {
                 serial_tail: self.serial_tail(),
             }),
         }
+    }
+
+    /// Looks at `poll` every `interval` until it is ready, aborts, or
+    /// `timeout` passes; before every look, checks that QEMU still runs (a
+    /// guest that died ends the wait at once, with its console). On timeout:
+    /// [`MachineError::Timeout`] with `what`, how long, what the last look
+    /// saw, and the serial tail. The wait for a case's own condition.
+    pub fn wait_until<T>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        interval: Duration,
+        poll: impl FnMut() -> Poll<T, MachineError>,
+    ) -> Result<T, MachineError> {
+        self.wait(what, Deadline::new(timeout, interval), poll)
+    }
+
+    /// One look at each of `units` with one command: its state, restarts,
+    /// main process, and when its current activation began, on the guest's
+    /// monotonic clock together with that clock's time of the look.
+    pub fn unit_snapshots(&self, units: &[&str]) -> Result<Vec<UnitSnapshot>, MachineError> {
+        let quoted: Vec<String> = units.iter().map(|u| quote(u)).collect();
+        let command = format!(
+            "systemctl show -p ActiveState -p SubState -p NRestarts -p MainPID -p ActiveEnterTimestampMonotonic {}; echo {UNIT_STATES_MARK}; cut -d' ' -f1 /proc/uptime",
+            quoted.join(" ")
+        );
+        let out = self.succeed(&command)?;
+        unit_snapshots(&out, units).map_err(|why| MachineError::Setup {
+            what: format!("reading the state of {}", units.join(", ")),
+            message: why,
+        })
+    }
+
+    /// Waits until each of `units` has been active for at least `window` in
+    /// one activation (by `ActiveEnterTimestampMonotonic`), or one of them
+    /// has restarted (`NRestarts` > 0: the caller judges that).
+    pub fn wait_for_units_up_for(
+        &self,
+        units: &[&str],
+        window: Duration,
+        timeout: Duration,
+    ) -> Result<(), MachineError> {
+        let what = format!("units {} to be up for {window:?}", units.join(", "));
+        self.wait(&what, Deadline::new(timeout, Duration::from_millis(500)), || {
+            let snapshots = match self.unit_snapshots(units) {
+                Ok(snapshots) => snapshots,
+                Err(e @ MachineError::QemuExited { .. }) => return Poll::Abort(e),
+                Err(e) => return Poll::Pending(e.to_string()),
+            };
+            if snapshots.iter().any(|s| s.n_restarts > 0) {
+                return Poll::Ready(());
+            }
+            let young: Vec<String> = snapshots
+                .iter()
+                .filter(|s| s.active_state != "active" || s.up_for() < window)
+                .map(UnitSnapshot::describe)
+                .collect();
+            if young.is_empty() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending(young.join("; "))
+            }
+        })
     }
 
     /// The one wait: `retry`, plus a look at QEMU before every poll and the
@@ -1214,9 +1347,7 @@ fn create_overlay(qemu_img: &Path, base: &Path, overlay: &Path) -> Result<(), Ma
 
 /// Quotes one word for the guest's shell.
 pub fn quote(word: &str) -> String {
-    shlex::try_quote(word)
-        .map(|q| q.into_owned())
-        .unwrap_or_else(|_| format!("'{}'", word.replace('\0', "")))
+    crate::guest_command::quote(word)
 }
 
 /// The idle share of the guest's CPUs between two `cpu` lines of
@@ -1250,6 +1381,92 @@ struct UnitState {
     job_queued: bool,
 }
 
+/// One look at a unit (see [`Machine::unit_snapshots`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnitSnapshot {
+    /// The unit.
+    pub unit: String,
+    /// `ActiveState`, e.g. `active`.
+    pub active_state: String,
+    /// `SubState`, e.g. `running`.
+    pub sub_state: String,
+    /// `NRestarts`: automatic restarts since the unit was last started by hand.
+    pub n_restarts: u32,
+    /// `MainPID` (0: none).
+    pub main_pid: u32,
+    /// When the current activation began (`ActiveEnterTimestampMonotonic`),
+    /// on the guest's monotonic clock.
+    pub active_since: Duration,
+    /// The guest's monotonic clock at the look (`/proc/uptime`; the guests
+    /// never suspend, so it runs with the monotonic clock).
+    pub seen_at: Duration,
+}
+
+impl UnitSnapshot {
+    /// How long the current activation has lasted at the look.
+    pub fn up_for(&self) -> Duration {
+        self.seen_at.saturating_sub(self.active_since)
+    }
+
+    /// `nginx.service: ActiveState=active SubState=running NRestarts=0 MainPID=412, up 12.3 s`.
+    pub fn describe(&self) -> String {
+        format!(
+            "{}: ActiveState={} SubState={} NRestarts={} MainPID={}, up {:.1} s",
+            self.unit,
+            self.active_state,
+            self.sub_state,
+            self.n_restarts,
+            self.main_pid,
+            self.up_for().as_secs_f64()
+        )
+    }
+}
+
+/// Reads [`Machine::unit_snapshots`]' output: `systemctl show` blocks, one per
+/// asked unit in the asked order, the mark, then the guest's uptime.
+fn unit_snapshots(output: &str, units: &[&str]) -> Result<Vec<UnitSnapshot>, String> {
+    let (shown, uptime) = output
+        .split_once(UNIT_STATES_MARK)
+        .ok_or_else(|| format!("no {UNIT_STATES_MARK} mark in {output:?}"))?;
+    let seen_at: f64 = uptime
+        .trim()
+        .parse()
+        .map_err(|_| format!("the guest's uptime {:?} is not a number", uptime.trim()))?;
+    let blocks: Vec<BTreeMap<String, String>> = shown
+        .trim_matches('\n')
+        .split("\n\n")
+        .map(parse_properties)
+        .filter(|b| !b.is_empty())
+        .collect();
+    if blocks.len() != units.len() {
+        return Err(format!(
+            "{} property blocks for {} units: {shown:?}",
+            blocks.len(),
+            units.len()
+        ));
+    }
+    units
+        .iter()
+        .zip(&blocks)
+        .map(|(unit, props)| {
+            let get = |k: &str| props.get(k).ok_or_else(|| format!("no {k} for {unit} in {props:?}"));
+            let number = |k: &str| -> Result<u64, String> {
+                let v = get(k)?;
+                v.parse().map_err(|_| format!("{k}={v} of {unit} is not a number"))
+            };
+            Ok(UnitSnapshot {
+                unit: unit.to_string(),
+                active_state: get("ActiveState")?.clone(),
+                sub_state: get("SubState")?.clone(),
+                n_restarts: number("NRestarts")? as u32,
+                main_pid: number("MainPID")? as u32,
+                active_since: Duration::from_micros(number("ActiveEnterTimestampMonotonic")?),
+                seen_at: Duration::try_from_secs_f64(seen_at).map_err(|e| e.to_string())?,
+            })
+        })
+        .collect()
+}
+
 /// What a wait makes of a [`UnitState`].
 #[derive(Debug, PartialEq, Eq)]
 enum UnitVerdict {
@@ -1278,10 +1495,13 @@ impl UnitState {
 
 /// Reads the units probe's output (`systemctl list-jobs`, the mark, then
 /// `systemctl show` blocks, one per asked unit in the asked order, whatever
-/// name the unit calls itself): one state per asked unit. A unit missing from
-/// the output reads as `LoadState=?`, which is stuck.
-fn unit_states(output: &str, units: &[&str]) -> Vec<UnitState> {
-    let (jobs, shown) = output.split_once(UNIT_STATES_MARK).unwrap_or(("", output));
+/// name the unit calls itself): one state per asked unit. An output that is
+/// not a whole probe (no mark, a block missing or cut) is an error: it says
+/// nothing of the units, so the wait keeps looking.
+fn unit_states(output: &str, units: &[&str]) -> Result<Vec<UnitState>, String> {
+    let (jobs, shown) = output
+        .split_once(UNIT_STATES_MARK)
+        .ok_or_else(|| format!("no {UNIT_STATES_MARK} mark in {output:?}"))?;
     let queued: Vec<&str> = jobs.lines().filter_map(|l| l.split_whitespace().nth(1)).collect();
     let blocks: Vec<BTreeMap<String, String>> = shown
         .trim_matches('\n')
@@ -1289,21 +1509,41 @@ fn unit_states(output: &str, units: &[&str]) -> Vec<UnitState> {
         .map(parse_properties)
         .filter(|b| !b.is_empty())
         .collect();
+    if blocks.len() != units.len() {
+        return Err(format!(
+            "{} property blocks for {} units: {shown:?}",
+            blocks.len(),
+            units.len()
+        ));
+    }
     units
         .iter()
-        .enumerate()
-        .map(|(i, unit)| {
-            let props = blocks.get(i);
-            let get = |k: &str| props.and_then(|p| p.get(k)).cloned().unwrap_or_else(|| "?".into());
-            UnitState {
+        .zip(&blocks)
+        .map(|(unit, props)| {
+            let get = |k: &str| {
+                props
+                    .get(k)
+                    .cloned()
+                    .ok_or_else(|| format!("no {k} for {unit} in {props:?}"))
+            };
+            Ok(UnitState {
                 unit: unit.to_string(),
-                load: get("LoadState"),
-                active: get("ActiveState"),
-                sub: get("SubState"),
+                load: get("LoadState")?,
+                active: get("ActiveState")?,
+                sub: get("SubState")?,
                 job_queued: queued.contains(unit),
-            }
+            })
         })
         .collect()
+}
+
+/// What a probe that exited non-zero said, for a wait's "last seen".
+fn probe_failed(out: &CommandOutput) -> String {
+    format!(
+        "the probe failed (exit {}): {}",
+        out.status,
+        last_line(&out.stderr, last_line(&out.stdout, "no output").as_str())
+    )
 }
 
 /// `KEY=value` lines into a map.
@@ -1363,7 +1603,7 @@ SubState=dead
 
     #[test]
     fn the_units_probe_reads_the_blocks_in_the_asked_order() {
-        let states = unit_states(PROBE, &ASKED);
+        let states = unit_states(PROBE, &ASKED).unwrap();
         assert_eq!(states.iter().map(|s| s.unit.as_str()).collect::<Vec<_>>(), ASKED);
         let queued: Vec<bool> = states.iter().map(|s| s.job_queued).collect();
         assert_eq!(queued, [false, true, false, false, false]);
@@ -1371,7 +1611,11 @@ SubState=dead
 
     #[test]
     fn active_waits_on_a_job_and_stuck_is_failed_missing_or_idle() {
-        let verdicts: Vec<UnitVerdict> = unit_states(PROBE, &ASKED).iter().map(UnitState::verdict).collect();
+        let verdicts: Vec<UnitVerdict> = unit_states(PROBE, &ASKED)
+            .unwrap()
+            .iter()
+            .map(UnitState::verdict)
+            .collect();
         assert_eq!(
             verdicts,
             [
@@ -1385,6 +1629,24 @@ SubState=dead
     }
 
     #[test]
+    fn snapshots_say_how_long_each_unit_is_up() {
+        let out = "NRestarts=0\nMainPID=412\nActiveState=active\nSubState=running\nActiveEnterTimestampMonotonic=3500000\n\n\
+                   NRestarts=2\nMainPID=0\nActiveState=activating\nSubState=auto-restart\nActiveEnterTimestampMonotonic=0\n\
+                   --rave-unit-states--\n15.25\n";
+        let snaps = unit_snapshots(out, &["a.service", "b.service"]).unwrap();
+        assert_eq!(snaps[0].up_for(), Duration::from_millis(11_750));
+        assert_eq!(snaps[0].main_pid, 412);
+        assert_eq!(snaps[1].n_restarts, 2);
+        assert_eq!(
+            snaps[0].describe(),
+            "a.service: ActiveState=active SubState=running NRestarts=0 MainPID=412, up 11.8 s"
+        );
+        assert!(unit_snapshots(out, &["a.service"]).is_err(), "a block too many");
+        assert!(unit_snapshots("NRestarts=0\n", &["a.service"]).is_err(), "no mark");
+        assert!(unit_snapshots(&out.replace("15.25", "x"), &["a.service", "b.service"]).is_err());
+    }
+
+    #[test]
     fn idle_is_idle_and_iowait_over_all_time_spent() {
         let before = "cpu  100 0 100 800 0 0 0 0 0 0";
         assert_eq!(idle_fraction(before, "cpu  110 0 110 980 0 0 0 0 0 0"), Some(0.9));
@@ -1395,16 +1657,25 @@ SubState=dead
     }
 
     #[test]
-    fn a_unit_the_probe_did_not_show_is_stuck() {
+    fn a_failed_or_cut_probe_is_no_verdict() {
+        // systemctl failing (D-Bus restarting) prints nothing useful: no verdict.
+        assert!(unit_states("", &["x.service"]).is_err());
+        assert!(unit_states("Failed to connect to bus: No such file or directory\n", &["x.service"]).is_err());
+        // A block short: the probe was cut, not the unit gone.
         let mut asked = ASKED.to_vec();
         asked.push("absent.service");
-        assert_eq!(
-            unit_states(PROBE, &asked)[5].verdict(),
-            UnitVerdict::Stuck("LoadState=?".into())
-        );
-        assert_eq!(
-            unit_states("", &["x.service"])[0].verdict(),
-            UnitVerdict::Stuck("LoadState=?".into())
-        );
+        let err = unit_states(PROBE, &asked).unwrap_err();
+        assert!(err.contains("5 property blocks for 6 units"), "{err}");
+        // A block without its LoadState.
+        let cut = PROBE.replace("LoadState=not-found\n", "");
+        assert!(unit_states(&cut, &ASKED)
+            .unwrap_err()
+            .contains("no LoadState for gone.service"));
+    }
+
+    #[test]
+    fn a_unit_systemd_does_not_know_is_stuck() {
+        let states = unit_states(PROBE, &ASKED).unwrap();
+        assert_eq!(states[3].verdict(), UnitVerdict::Stuck("LoadState=not-found".into()));
     }
 }

@@ -31,9 +31,21 @@ impl ProbeResult {
 }
 
 /// Connects to `addr` and waits up to `wait` for anything to come back.
+///
+/// A host reached directly (not through QEMU's forward) answers a connection
+/// to a closed or rejecting port with a reset at once, and a dropping one with
+/// nothing: a refused connect is [`ProbeResult::Reset`], one that times out
+/// [`ProbeResult::Silent`].
 pub fn probe(addr: std::net::SocketAddr, wait: std::time::Duration) -> std::io::Result<ProbeResult> {
     use std::io::Read;
-    let mut stream = std::net::TcpStream::connect_timeout(&addr, wait)?;
+    let mut stream = match std::net::TcpStream::connect_timeout(&addr, wait) {
+        Ok(stream) => stream,
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => return Ok(ProbeResult::Reset),
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock) => {
+            return Ok(ProbeResult::Silent)
+        }
+        Err(e) => return Err(e),
+    };
     stream.set_read_timeout(Some(wait))?;
     let mut buf = [0u8; 64];
     match stream.read(&mut buf) {

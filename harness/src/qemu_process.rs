@@ -178,15 +178,7 @@ impl QemuProcess {
 
     /// Runs a human-monitor command (e.g. `hostfwd_add …`) over QMP; returns its output.
     pub fn monitor(&self, command_line: &str) -> Result<String, QemuError> {
-        self.qmp(
-            |qmp| {
-                qmp.execute(&qapi::qmp::human_monitor_command {
-                    command_line: command_line.to_string(),
-                    cpu_index: None,
-                })
-            },
-            "human-monitor-command",
-        )
+        monitor_at(&self.qmp_socket, command_line)
     }
 
     /// Kills the whole process group at once and reaps QEMU.
@@ -201,24 +193,49 @@ impl QemuProcess {
     /// Runs one exchange on a fresh QMP connection.
     fn qmp<T>(
         &self,
-        exchange: impl FnOnce(
-            &mut qapi::Qmp<qapi::Stream<std::io::BufReader<&UnixStream>, &UnixStream>>,
-        ) -> Result<T, qapi::ExecuteError>,
+        exchange: impl FnOnce(&mut QmpConnection<'_>) -> Result<T, qapi::ExecuteError>,
         command: &'static str,
     ) -> Result<T, QemuError> {
-        let fail = |message: String| QemuError::Qmp {
-            command,
-            socket: self.qmp_socket.clone(),
-            message,
-        };
-        let stream = UnixStream::connect(&self.qmp_socket).map_err(|e| fail(e.to_string()))?;
-        stream
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .map_err(|e| fail(e.to_string()))?;
-        let mut qmp = qapi::Qmp::from_stream(&stream);
-        qmp.handshake().map_err(|e| fail(e.to_string()))?;
-        exchange(&mut qmp).map_err(|e| fail(e.to_string()))
+        qmp_at(&self.qmp_socket, exchange, command)
     }
+}
+
+type QmpConnection<'a> = qapi::Qmp<qapi::Stream<std::io::BufReader<&'a UnixStream>, &'a UnixStream>>;
+
+/// Runs a human-monitor command over the QMP socket at `socket` (a QEMU this
+/// process may not own: an attached local guest's).
+pub fn monitor_at(socket: &Path, command_line: &str) -> Result<String, QemuError> {
+    qmp_at(
+        socket,
+        |qmp| {
+            qmp.execute(&qapi::qmp::human_monitor_command {
+                command_line: command_line.to_string(),
+                cpu_index: None,
+            })
+        },
+        "human-monitor-command",
+    )
+}
+
+/// Runs one exchange on a fresh connection to the QMP socket at `socket`,
+/// each read bounded by 5 s.
+fn qmp_at<T>(
+    socket: &Path,
+    exchange: impl FnOnce(&mut QmpConnection<'_>) -> Result<T, qapi::ExecuteError>,
+    command: &'static str,
+) -> Result<T, QemuError> {
+    let fail = |message: String| QemuError::Qmp {
+        command,
+        socket: socket.into(),
+        message,
+    };
+    let stream = UnixStream::connect(socket).map_err(|e| fail(e.to_string()))?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| fail(e.to_string()))?;
+    let mut qmp = qapi::Qmp::from_stream(&stream);
+    qmp.handshake().map_err(|e| fail(e.to_string()))?;
+    exchange(&mut qmp).map_err(|e| fail(e.to_string()))
 }
 
 impl Drop for QemuProcess {

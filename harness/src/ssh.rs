@@ -1,9 +1,12 @@
-//! SSH to a guest: key login, the host key pinned, a timeout on every call.
+//! SSH to a guest: key login, the host key pinned (by its algorithm), a
+//! deadline on every call that bounds the whole of it.
 
 use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use crate::guest_command::{ending, short_command, tail_text, Ending, GuestCommand, END_GRACE};
 
 /// Errors of one SSH step, each saying which step and where.
 #[derive(Debug, thiserror::Error)]
@@ -53,8 +56,8 @@ pub enum SshError {
         /// Why.
         source: ssh2::Error,
     },
-    /// A command could not be run or its output not read (includes timeouts).
-    #[error("SSH command `{command}` on {addr}: {message}")]
+    /// A command could not be started, or its output not read.
+    #[error("SSH command `{}` on {addr}: {message}", short_command(command))]
     Command {
         /// The command.
         command: String,
@@ -63,22 +66,113 @@ pub enum SshError {
         /// What went wrong.
         message: String,
     },
+    /// A signal ended the command: it has no exit status, and is not a success.
+    #[error(
+        "SSH command `{}` on {addr} was ended by signal {signal} (no exit status)\n{output}",
+        short_command(command)
+    )]
+    Signaled {
+        /// The command.
+        command: String,
+        /// Where.
+        addr: SocketAddr,
+        /// The signal, e.g. `KILL`.
+        signal: String,
+        /// Its output so far.
+        output: Box<OutputSoFar>,
+    },
+    /// The channel closed with neither an exit status nor a signal (the
+    /// server ended it, e.g. OpenSSH's `ChannelTimeout`, or the connection
+    /// broke): how the command ended is unknown, and it is not a success.
+    #[error("SSH command `{}` on {addr}: the channel closed without an exit status or signal (the SSH server ended it, e.g. a ChannelTimeout, or the connection broke); not a success\n{output}", short_command(command))]
+    NoExitStatus {
+        /// The command.
+        command: String,
+        /// Where.
+        addr: SocketAddr,
+        /// Its output so far.
+        output: Box<OutputSoFar>,
+    },
+    /// The command's deadline passed: it was ended in the guest (`timeout`),
+    /// or, when the guest did not end it either, the connection was dropped.
+    #[error("SSH command `{}` on {addr} did not finish within its deadline of {deadline:?} (the deadline bounds the whole command); {how}\n{output}", short_command(command))]
+    TimedOut {
+        /// The command.
+        command: String,
+        /// Where.
+        addr: SocketAddr,
+        /// Its deadline.
+        deadline: Duration,
+        /// How it was ended.
+        how: String,
+        /// Its output so far.
+        output: Box<OutputSoFar>,
+    },
 }
 
-/// What a command did in the guest.
+/// The output a command had written when it ended badly, for its error message.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OutputSoFar {
+    /// Standard output, raw.
+    pub stdout: Vec<u8>,
+    /// Standard error, raw (the status trailer removed).
+    pub stderr: Vec<u8>,
+}
+
+/// Characters of each stream quoted in an error message (the end of it).
+pub const QUOTED_OUTPUT: usize = 2000;
+
+impl std::fmt::Display for OutputSoFar {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "output so far: stdout {:?}; stderr {:?}",
+            tail_text(&self.stdout, QUOTED_OUTPUT),
+            tail_text(&self.stderr, QUOTED_OUTPUT)
+        )
+    }
+}
+
+/// What a command did in the guest: it exited with `status`.
+///
+/// The output is kept as bytes (`stdout_bytes`, `stderr_bytes`) and decoded
+/// lossily (`stdout`, `stderr`: an invalid byte becomes U+FFFD) for display
+/// and matching, so output that is not UTF-8 is still output.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommandOutput {
     /// Its exit status.
     pub status: i32,
-    /// Its standard output.
+    /// Its standard output, decoded lossily.
     pub stdout: String,
-    /// Its standard error.
+    /// Its standard error, decoded lossily.
     pub stderr: String,
+    /// Its standard output as the guest wrote it.
+    pub stdout_bytes: Vec<u8>,
+    /// Its standard error as the guest wrote it.
+    pub stderr_bytes: Vec<u8>,
+}
+
+impl CommandOutput {
+    /// An exit with `status` and the raw output, decoded lossily.
+    pub fn new(status: i32, stdout: Vec<u8>, stderr: Vec<u8>) -> Self {
+        CommandOutput {
+            status,
+            stdout: String::from_utf8_lossy(&stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&stderr).into_owned(),
+            stdout_bytes: stdout,
+            stderr_bytes: stderr,
+        }
+    }
 }
 
 /// One authenticated SSH connection to a guest.
 pub struct SshSession {
     session: ssh2::Session,
+    /// Whether the user's login shell is bash (see [`SshSession::exec_with_timeout`]).
+    login_bash: std::sync::OnceLock<bool>,
+    /// The connection's socket (a clone of the one the session owns), to
+    /// wait on while a command runs without blocking.
+    socket: TcpStream,
     addr: SocketAddr,
     timeout: Duration,
 }
@@ -94,7 +188,7 @@ impl std::fmt::Debug for SshSession {
 impl SshSession {
     /// Connects, checks the host key against `host_key_blob` before anything
     /// else, and logs in as `user` with the private key at `key`.
-    /// Every step, and every later call on the session, is bounded by `timeout`.
+    /// Every step of the login is bounded by `timeout`.
     pub fn connect(
         addr: SocketAddr,
         user: &str,
@@ -130,7 +224,7 @@ impl SshSession {
         timeout: Duration,
         banner_within: Option<Duration>,
     ) -> Result<Self, SshError> {
-        let session = handshake(addr, host_key_blob, timeout, banner_within)?;
+        let (session, socket) = handshake(addr, host_key_blob, timeout, banner_within)?;
         session
             .userauth_pubkey_file(user, None, key, None)
             .map_err(|source| SshError::Authentication {
@@ -139,46 +233,234 @@ impl SshSession {
                 key: key.into(),
                 source,
             })?;
-        Ok(SshSession { session, addr, timeout })
+        Ok(SshSession {
+            session,
+            login_bash: std::sync::OnceLock::new(),
+            socket,
+            addr,
+            timeout,
+        })
     }
 
-    /// [`SshSession::exec`] with a longer (or shorter) bound for this one command.
-    pub fn exec_with_timeout(&self, command: &str, timeout: Duration) -> Result<CommandOutput, SshError> {
-        self.session
-            .set_timeout(timeout.as_millis().min(u32::MAX as u128) as u32);
-        let result = self.exec_bounded(command, timeout);
-        self.session
-            .set_timeout(self.timeout.as_millis().min(u32::MAX as u128) as u32);
-        result
-    }
-
-    /// Runs `command` through the login shell and collects its output.
-    pub fn exec(&self, command: &str) -> Result<CommandOutput, SshError> {
-        self.exec_bounded(command, self.timeout)
-    }
-
-    fn exec_bounded(&self, command: &str, bound: Duration) -> Result<CommandOutput, SshError> {
+    /// Runs `command` in the guest (see [`crate::guest_command`]: under bash
+    /// with `set -euo pipefail`) and collects its output. `deadline` bounds
+    /// the whole command, however its output comes; at the deadline its
+    /// process group is killed in the guest. stdout and stderr are read together.
+    ///
+    /// Errors: [`SshError::TimedOut`] past the deadline,
+    /// [`SshError::Signaled`] when a signal ended it,
+    /// [`SshError::NoExitStatus`] when the channel closed without a status,
+    /// [`SshError::Command`] when the channel failed. After an error the
+    /// connection should not be reused.
+    pub fn exec_with_timeout(&self, command: &str, deadline: Duration) -> Result<CommandOutput, SshError> {
+        let started = Instant::now();
+        let nonce = {
+            use std::sync::atomic::{AtomicU64, Ordering};
+            static COUNT: AtomicU64 = AtomicU64::new(0);
+            let clock = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos() as u64;
+            clock ^ COUNT.fetch_add(1, Ordering::Relaxed).rotate_left(40) ^ u64::from(std::process::id())
+        };
+        let sent = GuestCommand::new(command, nonce, self.login_shell_is_bash());
         let fail = |message: String| SshError::Command {
             command: command.into(),
             addr: self.addr,
             message,
         };
-        let timed = |e: ssh2::Error| fail(with_timeout_hint(e.to_string(), bound));
-        let mut channel = self.session.channel_session().map_err(timed)?;
-        channel.exec(command).map_err(timed)?;
-        let mut stdout = String::new();
+        // Opening the channel and starting the command: blocking calls,
+        // bounded by what is left of the command's time.
+        self.session.set_blocking(true);
+        self.session.set_timeout(millis(deadline.min(self.timeout)));
+        let mut channel = self
+            .session
+            .channel_session()
+            .map_err(|e| fail(format!("opening a channel: {e}")))?;
         channel
-            .read_to_string(&mut stdout)
-            .map_err(|e| fail(with_timeout_hint(e.to_string(), bound)))?;
-        let mut stderr = String::new();
-        channel
-            .stderr()
-            .read_to_string(&mut stderr)
-            .map_err(|e| fail(with_timeout_hint(e.to_string(), bound)))?;
-        channel.wait_close().map_err(timed)?;
-        let status = channel.exit_status().map_err(timed)?;
-        Ok(CommandOutput { status, stdout, stderr })
+            .exec(&sent.line)
+            .map_err(|e| fail(format!("starting the command: {e}")))?;
+        let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+        let mut closed = self
+            .collect(&mut channel, started + deadline, &mut stdout, &mut stderr)
+            .map_err(|e| fail(format!("reading its output: {e}")))?;
+        let mut how = String::new();
+        if !closed {
+            // The deadline: end the command, its pipeline and its background
+            // children (its process group), then take what is left.
+            how = match sent.pid(&stderr) {
+                Some(pid) => match self.run_plain(&format!("kill -KILL -- -{pid}"), END_GRACE) {
+                    Ok(_) => format!("ended in the guest: its process group {pid} was killed"),
+                    Err(e) => format!("it could not be ended in the guest ({e})"),
+                },
+                None => "it had not started in the guest (no process id reported)".into(),
+            };
+            closed = self
+                .collect(&mut channel, Instant::now() + END_GRACE, &mut stdout, &mut stderr)
+                .map_err(|e| fail(format!("reading its output: {e}")))?;
+            if !closed {
+                how.push_str(&format!(
+                    "; its channel did not close within {END_GRACE:?} more, so the connection was dropped"
+                ));
+            }
+        }
+        self.session.set_blocking(true);
+        self.session.set_timeout(millis(self.timeout));
+        let reported = sent.take_status(&mut stderr);
+        let output = |stdout, stderr| Box::new(OutputSoFar { stdout, stderr });
+        if !closed {
+            return Err(SshError::TimedOut {
+                command: command.into(),
+                addr: self.addr,
+                deadline,
+                how,
+                output: output(stdout, stderr),
+            });
+        }
+        let signal = channel.exit_signal().ok().and_then(|s| s.exit_signal);
+        let server_status = channel.exit_status().unwrap_or(0);
+        let deadline_passed = !how.is_empty();
+        match ending(server_status, signal.as_deref(), reported, deadline_passed) {
+            Ending::Exited(status) => Ok(CommandOutput::new(status, stdout, stderr)),
+            Ending::Signaled(signal) => Err(SshError::Signaled {
+                command: command.into(),
+                addr: self.addr,
+                signal,
+                output: output(stdout, stderr),
+            }),
+            Ending::NoStatus => Err(SshError::NoExitStatus {
+                command: command.into(),
+                addr: self.addr,
+                output: output(stdout, stderr),
+            }),
+            Ending::TimedOut => Err(SshError::TimedOut {
+                command: command.into(),
+                addr: self.addr,
+                deadline,
+                how,
+                output: output(stdout, stderr),
+            }),
+        }
     }
+
+    /// Runs `command` with the session's own bound (see [`SshSession::exec_with_timeout`]).
+    pub fn exec(&self, command: &str) -> Result<CommandOutput, SshError> {
+        self.exec_with_timeout(command, self.timeout)
+    }
+
+    /// Whether the user's login shell is bash, asked once per connection:
+    /// then a command's script goes to it as it is, without starting another
+    /// bash (each program started costs about 0.1 s in a guest under TCG).
+    fn login_shell_is_bash(&self) -> bool {
+        *self.login_bash.get_or_init(|| {
+            self.run_plain("echo \"${BASH_VERSION-}\"", self.timeout)
+                .is_ok_and(|out| !out.trim().is_empty())
+        })
+    }
+
+    /// Runs `line` as the login shell gets it, blocking, each read bounded by
+    /// `within`: for the harness's own short commands (the shell probe, the
+    /// kill at a deadline). Its stdout when it exits 0.
+    fn run_plain(&self, line: &str, within: Duration) -> Result<String, String> {
+        let blocking = self.session.is_blocking();
+        self.session.set_blocking(true);
+        self.session.set_timeout(millis(within));
+        let result = (|| {
+            let mut channel = self.session.channel_session().map_err(|e| e.to_string())?;
+            channel.exec(line).map_err(|e| e.to_string())?;
+            let mut out = String::new();
+            channel.read_to_string(&mut out).map_err(|e| e.to_string())?;
+            channel.wait_close().map_err(|e| e.to_string())?;
+            match channel.exit_status().map_err(|e| e.to_string())? {
+                0 => Ok(out),
+                status => Err(format!("`{line}` exited {status}")),
+            }
+        })();
+        self.session.set_blocking(blocking);
+        self.session.set_timeout(millis(self.timeout));
+        result
+    }
+
+    /// Reads stdout and stderr together, without blocking, into `stdout`
+    /// and `stderr` until the channel closes (true) or `until` passes (false).
+    fn collect(
+        &self,
+        channel: &mut ssh2::Channel,
+        until: Instant,
+        stdout: &mut Vec<u8>,
+        stderr: &mut Vec<u8>,
+    ) -> Result<bool, String> {
+        self.session.set_blocking(false);
+        let mut buf = vec![0u8; 32 * 1024];
+        loop {
+            let mut progress = false;
+            for (stream_id, sink) in [(0, &mut *stdout), (1, &mut *stderr)] {
+                loop {
+                    match channel.stream(stream_id).read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => {
+                            sink.extend_from_slice(&buf[..n]);
+                            progress = true;
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                        Err(e) => return Err(e.to_string()),
+                    }
+                }
+            }
+            // EOF with nothing left unread on either stream; the close (and
+            // with it the exit status, which the server sends before it) follows.
+            if channel.eof() {
+                match channel.wait_close() {
+                    Ok(()) => return Ok(true),
+                    Err(e) if is_would_block(&e) => {}
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
+            let now = Instant::now();
+            if now >= until {
+                return Ok(false);
+            }
+            if !progress {
+                self.wait_for_socket(until - now)?;
+            }
+        }
+    }
+
+    /// Waits until the connection's socket is ready in the direction libssh2
+    /// is blocked on, at most `within` (and never more than 100 ms, so the
+    /// deadline is looked at often).
+    fn wait_for_socket(&self, within: Duration) -> Result<(), String> {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        use std::os::fd::AsFd;
+        let directions = self.session.block_directions();
+        let mut flags = PollFlags::empty();
+        if matches!(directions, ssh2::BlockDirections::Inbound | ssh2::BlockDirections::Both) {
+            flags |= PollFlags::POLLIN;
+        }
+        if matches!(
+            directions,
+            ssh2::BlockDirections::Outbound | ssh2::BlockDirections::Both
+        ) {
+            flags |= PollFlags::POLLOUT;
+        }
+        if flags.is_empty() {
+            flags = PollFlags::POLLIN;
+        }
+        let wait = within.min(Duration::from_millis(100));
+        let mut fds = [PollFd::new(self.socket.as_fd(), flags)];
+        match poll(&mut fds, PollTimeout::try_from(wait).unwrap_or(PollTimeout::ZERO)) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => Ok(()),
+            Err(e) => Err(format!("waiting on the connection: {e}")),
+        }
+    }
+}
+
+fn is_would_block(e: &ssh2::Error) -> bool {
+    e.code() == ssh2::ErrorCode::Session(-37)
+}
+
+fn millis(d: Duration) -> u32 {
+    d.as_millis().clamp(1, u32::MAX as u128) as u32
 }
 
 /// What an unauthenticated client learns from sshd: the methods it offers
@@ -187,7 +469,8 @@ impl SshSession {
 pub struct AuthProbe {
     /// The methods sshd offers, e.g. `["publickey"]`.
     pub methods: Vec<String>,
-    /// Whether a login with a wrong password succeeded (it must not).
+    /// Whether a login with a wrong password succeeded (it must not), or the
+    /// server let the client in with no credentials at all (`methods` is then `["none"]`).
     pub password_accepted: bool,
 }
 
@@ -200,25 +483,55 @@ pub fn probe_auth(
     host_key_blob: &[u8],
     timeout: Duration,
 ) -> Result<AuthProbe, SshError> {
-    let session = handshake(addr, host_key_blob, timeout, None)?;
-    let methods = session
-        .auth_methods(user)
-        .map(|m| m.split(',').map(str::to_string).collect())
-        .unwrap_or_default();
-    let password_accepted = session.userauth_password(user, password).is_ok() && session.authenticated();
+    let (session, _socket) = handshake(addr, host_key_blob, timeout, None)?;
+    let failed = |source| SshError::Authentication {
+        user: user.into(),
+        addr,
+        key: PathBuf::from("(none: probing as an attacker)"),
+        source,
+    };
+    // Asking for the methods is the "none" method: a server may let it in.
+    let methods = match session.auth_methods(user) {
+        Ok(methods) => methods.split(',').map(str::to_string).collect(),
+        Err(_) if session.authenticated() => {
+            return Ok(AuthProbe {
+                methods: vec!["none".into()],
+                password_accepted: true,
+            })
+        }
+        Err(source) => return Err(failed(source)),
+    };
+    // Only the server's refusal is a refusal: a broken connection proves nothing.
+    let password_accepted = match session.userauth_password(user, password) {
+        Ok(()) => session.authenticated(),
+        Err(e) if is_refusal(&e) => false,
+        Err(source) => return Err(failed(source)),
+    };
     Ok(AuthProbe {
         methods,
         password_accepted,
     })
 }
 
-/// A TCP connection and SSH handshake with the host key checked.
+/// Whether libssh2's error is the server refusing the credentials
+/// (`LIBSSH2_ERROR_AUTHENTICATION_FAILED`, `LIBSSH2_ERROR_PUBLICKEY_UNVERIFIED`),
+/// not a connection or protocol failure.
+fn is_refusal(e: &ssh2::Error) -> bool {
+    matches!(e.code(), ssh2::ErrorCode::Session(-18) | ssh2::ErrorCode::Session(-19))
+}
+
+/// A TCP connection and SSH handshake with the host key checked: the
+/// session and a clone of its socket.
+///
+/// The server is asked for a host key of the pinned key's algorithm only, so
+/// a host that also offers RSA or ECDSA keys, or host certificates, is still
+/// reached with the pinned key; any other key is refused.
 fn handshake(
     addr: SocketAddr,
     host_key_blob: &[u8],
     timeout: Duration,
     banner_within: Option<Duration>,
-) -> Result<ssh2::Session, SshError> {
+) -> Result<(ssh2::Session, TcpStream), SshError> {
     let tcp = TcpStream::connect_timeout(&addr, timeout).map_err(|source| SshError::Connect { addr, source })?;
     if let Some(within) = banner_within {
         await_banner(&tcp, within).map_err(|source| match source.kind() {
@@ -226,8 +539,12 @@ fn handshake(
             _ => SshError::Connect { addr, source },
         })?;
     }
+    let socket = tcp.try_clone().map_err(|source| SshError::Connect { addr, source })?;
     let mut session = ssh2::Session::new().map_err(|source| SshError::Handshake { addr, source })?;
-    session.set_timeout(timeout.as_millis().min(u32::MAX as u128) as u32);
+    session.set_timeout(millis(timeout));
+    session
+        .method_pref(ssh2::MethodType::HostKey, &host_key_methods(host_key_blob))
+        .map_err(|source| SshError::Handshake { addr, source })?;
     session.set_tcp_stream(tcp);
     session
         .handshake()
@@ -242,10 +559,32 @@ fn handshake(
             got: short_fingerprint(presented),
         });
     }
-    Ok(session)
+    Ok((session, socket))
+}
+
+/// The host-key algorithms to ask for, from the pinned key's SSH wire form
+/// (its first field names its type): `ssh-ed25519` for an ed25519 key, the
+/// RSA signature algorithms for an RSA key.
+pub fn host_key_methods(blob: &[u8]) -> String {
+    let name = blob
+        .get(..4)
+        .map(|len| u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize)
+        .and_then(|len| blob.get(4..4 + len))
+        .and_then(|name| std::str::from_utf8(name).ok())
+        .unwrap_or("ssh-ed25519");
+    match name {
+        "ssh-rsa" => "rsa-sha2-512,rsa-sha2-256,ssh-rsa".into(),
+        other => other.into(),
+    }
 }
 
 impl SshError {
+    /// Whether the server refused the login's credentials (not a connection,
+    /// handshake or host-key failure).
+    pub fn is_login_refused(&self) -> bool {
+        matches!(self, SshError::Authentication { source, .. } if is_refusal(source))
+    }
+
     /// Whether the TCP connection itself was refused (nothing listens there yet).
     pub fn is_refused(&self) -> bool {
         matches!(self, SshError::Connect { source, .. } if source.kind() == std::io::ErrorKind::ConnectionRefused)
@@ -265,10 +604,6 @@ fn await_banner(tcp: &TcpStream, within: Duration) -> std::io::Result<()> {
         ));
     }
     Ok(())
-}
-
-fn with_timeout_hint(message: String, timeout: Duration) -> String {
-    format!("{message} (every SSH call is bounded by {timeout:?})")
 }
 
 fn short_fingerprint(blob: &[u8]) -> String {

@@ -41,6 +41,11 @@ pub struct TargetDescription {
     /// reaches it. A port not listed is probed on `ssh_host` itself.
     #[serde(default)]
     pub forwards: BTreeMap<u16, u16>,
+    /// QEMU's QMP socket, when the target is a local QEMU guest (`rave-harness
+    /// boot`): a probe of a guest port that `forwards` lacks gets a new
+    /// forward through it.
+    #[serde(default)]
+    pub qmp_socket: Option<PathBuf>,
     /// The serial console's log, when the target is a local QEMU guest.
     #[serde(default)]
     pub serial_log: Option<PathBuf>,

@@ -66,8 +66,10 @@ pub fn state_key(image: &Image, shape: &[String], qemu_version: &str) -> String 
 
 /// Bumped when the way a state is made changes, so older states are made
 /// again: 2 = saved only once the guest is quiet ([`crate::machine::Machine::wait_until_quiet`]);
-/// 3 = and only from a boot in which no unit of the contract restarted.
-pub const STATE_RECIPE: u32 = 3;
+/// 3 = and only from a boot in which no unit of the contract restarted;
+/// 4 = and only once every unit of the contract has been up for the
+/// stability window ([`crate::launcher::STABLE_FOR`]).
+pub const STATE_RECIPE: u32 = 4;
 
 /// Where saved states live: `<cache>/warm/<image>-<key>/`.
 #[derive(Debug, Clone)]

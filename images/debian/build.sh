@@ -154,6 +154,11 @@ pg_version=$(find "$rootfs/etc/postgresql" -mindepth 1 -maxdepth 1 -printf '%f\n
 [ -n "$pg_version" ] || die "no PostgreSQL cluster in the image"
 
 step "ext4 root filesystem and qcow2 disk"
+# The last file made: every file of the image changed before it, so what the
+# guest writes later is what changed after it (the secrets case searches
+# that; the whole disk is searched for plaintext secrets below).
+install -d "$rootfs/etc/rave"
+date -u +%Y-%m-%dT%H:%M:%SZ >"$rootfs/etc/rave/image-built"
 mkfs.ext4 -q -F -L rave-root -d "$rootfs" "$out/disk.raw" 6G >/dev/null
 qemu-img convert -O qcow2 "$out/disk.raw" "$out/disk.qcow2"
 rm -f "$out/disk.raw"

@@ -6,6 +6,7 @@ the cases' `run` is ported, not their faults. Order is the catalog's.
 
 import concurrent.futures
 import json
+import pathlib
 import subprocess
 import time
 
@@ -45,34 +46,77 @@ def debug(value):
 UNIT_TIMEOUT = 120.0
 
 
-def service_is_healthy(guest, component):
-    """Active, running, never restarted, main process alive."""
-    unit = guest.manifest.unit(component)
-    guest.wait_for_unit(unit, UNIT_TIMEOUT)
-    out = guest.succeed(f"systemctl show {quote(unit)} -p ActiveState -p SubState -p NRestarts -p MainPID")
-    props = parse_properties(out)
+#: launcher::STABLE_FOR: a unit must be up this long in one activation.
+STABLE_FOR = 10.0
+#: systemd_services::WINDOW_SLACK.
+WINDOW_SLACK = 30.0
+#: machine::UNIT_STATES_MARK.
+UNIT_STATES_MARK = "--rave-unit-states--"
 
-    def get(key):
-        return props.get(key, "?")
 
-    seen = (
-        f"ActiveState={get('ActiveState')} SubState={get('SubState')} "
-        f"NRestarts={get('NRestarts')} MainPID={get('MainPID')}"
+def unit_snapshot(guest, unit):
+    """Machine::unit_snapshots for one unit: its properties and how long it is up."""
+    out = guest.succeed(
+        f"systemctl show -p ActiveState -p SubState -p NRestarts -p MainPID -p ActiveEnterTimestampMonotonic "
+        f"{quote(unit)}; echo {UNIT_STATES_MARK}; cut -d' ' -f1 /proc/uptime"
     )
-    pid = int(get("MainPID")) if get("MainPID").isdigit() else 0
+    shown, _, uptime = out.partition(UNIT_STATES_MARK)
+    props = parse_properties(shown)
+    props["up_for"] = float(uptime.strip()) - int(props.get("ActiveEnterTimestampMonotonic", "0")) / 1e6
+    return props
+
+
+def describe(unit, p):
+    return (
+        f"{unit}: ActiveState={p.get('ActiveState')} SubState={p.get('SubState')} "
+        f"NRestarts={p.get('NRestarts')} MainPID={p.get('MainPID')}, up {p['up_for']:.1f} s"
+    )
+
+
+def running_now(guest, unit, p, when=""):
+    pid = int(p.get("MainPID", "0")) if p.get("MainPID", "").isdigit() else 0
     alive = pid > 0 and guest.execute(f"test -d /proc/{pid}").rc == 0
     expect(
-        get("ActiveState") == "active" and get("SubState") == "running" and get("NRestarts") == "0" and alive,
-        f"{unit} active, running, NRestarts=0, main process alive",
-        seen + ("" if alive else " (main process not alive)"),
+        p.get("ActiveState") == "active" and p.get("SubState") == "running" and p.get("NRestarts") == "0" and alive,
+        f"{unit} active, running, NRestarts=0, main process alive{when}",
+        describe(unit, p) + ("" if alive else " (main process not alive)"),
         lambda: guest.unit_diagnostics(unit),
     )
+
+
+def service_is_healthy(guest, component):
+    """Active, running, never restarted, main process alive, over the stability window."""
+    unit = guest.manifest.unit(component)
+    guest.wait_for_unit(unit, UNIT_TIMEOUT)
+    first = unit_snapshot(guest, unit)
+    running_now(guest, unit, first)
+    if first["up_for"] >= STABLE_FOR:
+        return
+    keys = ["ActiveEnterTimestampMonotonic", "NRestarts", "MainPID"]
+
+    def same(p):
+        return p.get("ActiveState") == "active" and all(p.get(k) == first.get(k) for k in keys)
+
+    def poll():
+        now = unit_snapshot(guest, unit)
+        return (not same(now) or now["up_for"] >= STABLE_FOR), now
+
+    last = wait_until(poll, STABLE_FOR + WINDOW_SLACK, 1.0)
+    expect(
+        same(last),
+        f"{unit} to stay active and running in one activation for the stability window of {STABLE_FOR:.0f} s",
+        f"it restarted or stopped within the window: first {describe(unit, first)}; then {describe(unit, last)}",
+        lambda: guest.unit_diagnostics(unit),
+    )
+    running_now(guest, unit, last, " at the end of the stability window")
 
 
 def service_runs_as(guest, component, user=None):
     """The main process runs as `user` (None: as anyone but root), read from the process."""
     unit = guest.manifest.unit(component)
-    seen = guest.succeed(f"stat -c %U /proc/$(systemctl show -p MainPID --value {quote(unit)})").strip()
+    seen = guest.succeed(
+        f"pid=$(systemctl show -p MainPID --value {quote(unit)}); test \"$pid\" -gt 0; stat -c %U \"/proc/$pid\""
+    ).strip()
     if user is not None:
         ok, expected = seen == user, f"{unit}'s main process to run as {user}"
     else:
@@ -300,8 +344,30 @@ CLOSED_PORTS = [3000, 3001, 3030, 3456, 5432, 9090, 9091, 9100]
 CANARY_PORT = 8765
 #: How long a probe waits for an answer before calling the port silent.
 PROBE_WAIT = 2.0
-#: Where a running guest writes, searched for a leaked secret.
-SECRET_SEARCH_DIRS = ["/etc", "/var", "/home", "/root", "/tmp", "/srv", "/opt"]
+#: The only guest ports that may answer from outside.
+OPEN_PORTS = [22, GUEST_HTTPS_PORT]
+
+def secret_search_script():
+    """security::SECRET_SEARCH, read from the Rust source (one copy of it)."""
+    source = (pathlib.Path(__file__).resolve().parents[2] / "suites/src/security.rs").read_text()
+    script = source.split('const SECRET_SEARCH: &str = r#"', 1)[1].split('"#;', 1)[0]
+    stamp = source.split('pub const IMAGE_BUILT_STAMP: &str = "', 1)[1].split('"', 1)[0]
+    return script.replace("@STAMP@", stamp)
+
+
+def exposed_ports(ss):
+    """security::exposed_ports: ports with a listener off loopback."""
+    ports = set()
+    for line in lines(ss):
+        words = line.split()
+        if len(words) < 4 or ":" not in words[3]:
+            continue
+        host, _, port = words[3].rpartition(":")
+        host = host.strip("[]").split("%")[0]
+        loopback = host.startswith("127.") or host in ("::1", "localhost") or host.startswith("::ffff:127.")
+        if not loopback and port.isdigit():
+            ports.add(int(port))
+    return ports
 #: Owner each secret must have.
 SECRET_OWNERS = [("tls-cert", "root"), ("tls-key", "root"), ("webhook-gitlab-secret", "webhook")]
 
@@ -387,9 +453,9 @@ def test_security__ssh_config(guest):
 
 def canary_dropped(guest):
     """The canary answers inside the guest, is dropped outside; the input policy is drop."""
-    guest.wait_until_succeeds(f"ss -Htln 'sport = :{CANARY_PORT}' | grep -q 0.0.0.0", 30)
+    guest.wait_until_succeeds(f"ss -Htln 'sport = :{CANARY_PORT}' | grep -F 0.0.0.0:{CANARY_PORT} >/dev/null", 30)
     # The guest's own address, not loopback: what the firewall sees from outside.
-    address = guest.succeed("ip -4 -o addr show scope global | awk '{print $4}' | cut -d/ -f1 | head -n1")
+    address = guest.succeed("ip -4 -o addr show scope global | awk 'NR == 1 { split($4, a, \"/\"); print a[1] }'")
     inside = guest.succeed(
         f"timeout 5 bash -c 'exec 3<>/dev/tcp/{address.strip()}/{CANARY_PORT}; head -c 6 <&3'"
     )
@@ -414,17 +480,25 @@ def test_security__firewall_config(guest):
         ssh.answered and ssh.text.startswith("SSH-"), "port 22 to answer with an SSH banner", repr(ssh)
     )
     status_is(guest.https_get("/"), "GET / on 3002", 200)
+    # Every port listened on off loopback, and the closed ones: only 22 and 3002 may answer.
+    listening = exposed_ports(guest.succeed("ss -Htln"))
+    ports = sorted(p for p in listening | set(CLOSED_PORTS) if p not in OPEN_PORTS)
     # All at once: a dropped port costs the whole PROBE_WAIT.
-    addrs = [(port, guest.forward(port)) for port in CLOSED_PORTS]
+    addrs = [(port, guest.forward(port)) for port in ports]
     with concurrent.futures.ThreadPoolExecutor(max_workers=len(addrs)) as pool:
         futures = [(port, pool.submit(probe, addr, PROBE_WAIT)) for port, addr in addrs]
         results = [(port, future.exception() or future.result()) for port, future in futures]
     for port, result in results:
         if isinstance(result, BaseException):
             raise CaseFailure(f"probing a forwarded port: {result}")
-        expect(not result.answered, f"guest port {port} to give no answer from outside", repr(result))
+        listener = " (the guest listens on it at a non-loopback address)" if port in listening else ""
+        expect(
+            not result.answered,
+            f"guest port {port}{listener} to give no answer from outside: only 22 and 3002 may",
+            repr(result),
+        )
     # The canary lives only for this case: the guest is left as it was found.
-    listening = guest.execute(f"ss -Htln 'sport = :{CANARY_PORT}' | grep -q 0.0.0.0").rc == 0
+    listening = f"0.0.0.0:{CANARY_PORT}" in guest.succeed(f"ss -Htln 'sport = :{CANARY_PORT}'")
     if not listening:
         guest.succeed(
             "sudo systemd-run --unit=rave-canary --collect -p Type=simple systemd-socket-activate "
@@ -447,11 +521,14 @@ def test_security__secrets_management(guest):
     backends_ready(guest, [("webhook-dispatcher", 3001)])
     secret = webhook_secret(guest)
     # The pattern comes from the secret's file (a command line would log it).
-    dirs = " ".join(SECRET_SEARCH_DIRS)
-    found = guest.execute(
-        f"sudo grep -rlF -f /run/secrets/webhook-gitlab-secret --devices=skip {dirs} 2>/dev/null | head -5"
-    )
-    expect(found.stdout.strip() == "", f"the webhook secret's plaintext nowhere under {dirs}", f"it in {found.stdout.strip()}")
+    out = guest.execute(f"sudo bash -c {quote(secret_search_script())}")
+    if out.rc != 0:
+        raise CaseFailure(
+            f"the search for the webhook secret's plaintext could not be done (exit {out.rc}): {out.stderr.strip()}"
+        )
+    searched, _, rest = out.stdout.partition("\n")
+    found = [name for name in rest.split("\0") if name]
+    expect(not found, "the webhook secret's plaintext nowhere but /run/secrets", f"it in {', '.join(found)}", lambda: searched)
     encrypted = guest.succeed("sudo head -c 21 /etc/rave/secrets/webhook-gitlab-secret.age")
     expect(
         encrypted.startswith("age-encryption.org/v1"), "the secret stored age-encrypted on the disk", debug(encrypted)
@@ -504,34 +581,27 @@ def format_value(v):
     return str(int(v)) if float(v).is_integer() else repr(v)
 
 
-def prometheus_sees(guest, query, expected):
-    """Waits (bounded) until Prometheus's value of `query` is `expected`."""
-    command = (
-        f"curl -fsS -G --data-urlencode {quote('query=' + query)} http://127.0.0.1:9090/api/v1/query"
-        f" | grep -q {quote(chr(34) + format_value(expected) + chr(34) + ']')}"
-    )
-    try:
-        guest.wait_until_succeeds(command, SCRAPE_WAIT)
-    except GuestError as e:
-        raise CaseFailure(
-            f"expected Prometheus to scrape {query} = {format_value(expected)} within {SCRAPE_WAIT:.0f}s, "
-            f"it did not:\n{e}"
-        ) from None
+def prometheus_sees(guest, query, op, value):
+    """Waits (bounded) until Prometheus's value of `query` compares to `value`
+    as `op` in a scrape it holds (a non-empty result of the comparison)."""
+    condition = f"{query} {op} {format_value(value)}"
+    command = f"curl -fsS -G --data-urlencode {quote('query=' + condition)} http://127.0.0.1:9090/api/v1/query"
 
+    def poll():
+        out = guest.execute(command)
+        if out.rc != 0:
+            return False, f"exit {out.rc}: {out.stderr.strip()}"
+        try:
+            answer = json.loads(out.stdout)
+        except ValueError as e:
+            return False, f"Prometheus' answer is not JSON ({e}): {out.stdout}"
+        result = at(answer, "data", "result")
+        return (isinstance(result, list) and len(result) > 0), f"no series meets it: {at(answer, 'data')}"
 
-def prometheus_sees_at_least(guest, query, floor):
-    """Waits (bounded) until Prometheus's value of `query` is at least `floor`."""
-    command = (
-        f"curl -fsS -G --data-urlencode {quote(f'query={query} >= {format_value(floor)}')}"
-        " http://127.0.0.1:9090/api/v1/query | grep -q '\"result\":\\[{'"
-    )
     try:
-        guest.wait_until_succeeds(command, SCRAPE_WAIT)
-    except GuestError as e:
-        raise CaseFailure(
-            f"expected Prometheus to scrape {query} >= {format_value(floor)} within {SCRAPE_WAIT:.0f}s, "
-            f"it did not:\n{e}"
-        ) from None
+        wait_until(poll, SCRAPE_WAIT, 0.5)
+    except Expired as e:
+        raise CaseFailure(f"expected Prometheus to scrape {condition} within {SCRAPE_WAIT:.0f}s, it did not:\n{e}") from None
 
 
 def metric(text, name):
@@ -733,9 +803,9 @@ def test_p2_observability__webhook_metrics(guest):
         f"printf 'rave_case_pushed {pushed}\\n' | curl -fsS --data-binary @- http://127.0.0.1:9091/metrics/job/rave-case"
     )
     # A counter scraped at or above its value after our requests proves a scrape that counted them.
-    prometheus_sees_at_least(guest, "webhook_requests_total", requests_after)
-    prometheus_sees_at_least(guest, "webhook_errors_total", errors_after)
-    prometheus_sees(guest, 'rave_case_pushed{job="rave-case"}', float(pushed))
+    prometheus_sees(guest, "webhook_requests_total", ">=", requests_after)
+    prometheus_sees(guest, "webhook_errors_total", ">=", errors_after)
+    prometheus_sees(guest, 'rave_case_pushed{job="rave-case"}', "==", float(pushed))
 
 
 @case("prometheus")

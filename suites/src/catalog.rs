@@ -115,9 +115,19 @@ pub fn all() -> Vec<Case> {
             components: &["claude-code-router"],
             run: systemd_services::claude_code_router,
             fault: Fault {
-                description: "claude-code-router.service stopped",
-                inject: |m| stop_unit(m, "claude-code-router"),
-                must_say: &["claude-code-router.service", "journal of claude-code-router.service"],
+                description: "claude-code-router.service in a crash loop (its process exits 5 s after every start, Restart=always)",
+                inject: |m| {
+                    override_unit(
+                        m,
+                        "claude-code-router",
+                        "[Service]\nExecStart=\nExecStart=/bin/sh -c 'sleep 5; exit 1'\nRestart=always\nRestartSec=1\n",
+                    )
+                },
+                must_say: &[
+                    "claude-code-router.service",
+                    "stability window",
+                    "journal of claude-code-router.service",
+                ],
             },
         },
         Case {
@@ -239,12 +249,19 @@ pub fn all() -> Vec<Case> {
             components: &["firewall"],
             run: security::firewall_config,
             fault: Fault {
-                description: "the canary's port opened in the firewall",
+                description: "a listener on 0.0.0.0:8099 and an accept rule for its port",
                 inject: |m| {
-                    m.succeed("sudo nft insert rule inet filter input tcp dport 8765 accept")
-                        .map(|_| ())
+                    m.succeed(
+                        "sudo systemd-run --unit=rave-fault-listener --collect -p Type=simple systemd-socket-activate -l 0.0.0.0:8099 --accept --inetd /bin/echo fault \
+                         && sudo nft insert rule inet filter input tcp dport 8099 accept",
+                    )?;
+                    m.wait_until_succeeds(
+                        "ss -Htln 'sport = :8099' | grep -F 0.0.0.0:8099 >/dev/null",
+                        Duration::from_secs(30),
+                    )
+                    .map(|_| ())
                 },
-                must_say: &["canary", "Answered"],
+                must_say: &["guest port 8099", "Answered"],
             },
         },
         Case {
@@ -254,12 +271,12 @@ pub fn all() -> Vec<Case> {
             components: &["secrets", "webhook-dispatcher"],
             run: security::secrets_management,
             fault: Fault {
-                description: "the webhook secret copied onto the disk in plaintext",
+                description: "the webhook secret copied in plaintext to /usr/local/lib/rave-leak/caf\\xe9 (its times kept, its name not UTF-8)",
                 inject: |m| {
-                    m.succeed("sudo cp /run/secrets/webhook-gitlab-secret /var/lib/leaked-webhook-secret")
+                    m.succeed("sudo install -d /usr/local/lib/rave-leak && sudo cp -p /run/secrets/webhook-gitlab-secret \"/usr/local/lib/rave-leak/caf$(printf '\\351')\"")
                         .map(|_| ())
                 },
-                must_say: &["plaintext nowhere under", "/var/lib/leaked-webhook-secret"],
+                must_say: &["plaintext nowhere but /run/secrets", "/usr/local/lib/rave-leak/caf\u{fffd}"],
             },
         },
         Case {

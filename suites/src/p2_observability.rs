@@ -386,12 +386,25 @@ fn prometheus_sees(machine: &Machine, query: &str, op: &str, value: f64) -> Case
     let condition = format!("{query} {op} {}", format_value(value));
     // A comparison without `bool` keeps only the series that meet it: a non-empty result.
     let command = format!(
-        "curl -fsS -G --data-urlencode {} http://127.0.0.1:9090/api/v1/query | grep -qF {}",
+        "curl -fsS -G --data-urlencode {} http://127.0.0.1:9090/api/v1/query",
         quote(&format!("query={condition}")),
-        quote("\"result\":[{"),
     );
     machine
-        .wait_until_succeeds(&command, SCRAPE_WAIT)
+        .wait_until(
+            &format!("Prometheus to hold {condition}"),
+            SCRAPE_WAIT,
+            Duration::from_millis(500),
+            || match machine.execute(&command) {
+                Ok(out) if out.status == 0 => match serde_json::from_str::<Value>(&out.stdout) {
+                    Ok(answer) if answer["data"]["result"].as_array().is_some_and(|r| !r.is_empty()) => Poll::Ready(()),
+                    Ok(answer) => Poll::Pending(format!("no series meets it: {}", answer["data"])),
+                    Err(e) => Poll::Pending(format!("Prometheus' answer is not JSON ({e}): {}", out.stdout)),
+                },
+                Ok(out) => Poll::Pending(format!("exit {}: {}", out.status, out.stderr.trim())),
+                Err(e @ rave_harness::MachineError::QemuExited { .. }) => Poll::Abort(e),
+                Err(e) => Poll::Pending(e.to_string()),
+            },
+        )
         .map(|_| ())
         .map_err(|e| {
             CaseFailure::new(format!(

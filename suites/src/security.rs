@@ -4,9 +4,9 @@
 use std::process::Command;
 use std::time::Duration;
 
-use rave_harness::machine::parse_properties;
+use rave_harness::machine::{parse_properties, quote};
 use rave_harness::ports::{probe, ProbeResult};
-use rave_harness::Machine;
+use rave_harness::{Machine, MachineError};
 
 use crate::failure::{expect, CaseFailure, CaseResult};
 use crate::http_health::{backends_ready, fresh_delivery_key, post_push, status_is, webhook_secret};
@@ -16,12 +16,75 @@ pub const GUEST_HTTPS_PORT: u16 = rave_harness::machine::GUEST_HTTPS_PORT;
 
 /// Guest ports that must not answer from outside (services bound to loopback, or none).
 pub const CLOSED_PORTS: &[u16] = &[3000, 3001, 3030, 3456, 5432, 9090, 9091, 9100];
+/// The only guest ports that may answer from outside.
+pub const OPEN_PORTS: &[u16] = &[22, GUEST_HTTPS_PORT];
 /// The port of the canary listener the firewall case starts in the guest.
 pub const CANARY_PORT: u16 = 8765;
 /// How long a probe waits for an answer before calling the port silent.
 pub const PROBE_WAIT: Duration = Duration::from_secs(2);
-/// Where a running guest writes, searched for a leaked secret.
-pub const SECRET_SEARCH_DIRS: &[&str] = &["/etc", "/var", "/home", "/root", "/tmp", "/srv", "/opt"];
+/// How long the search for the secret's plaintext may take.
+pub const SECRET_SEARCH_DEADLINE: Duration = Duration::from_secs(240);
+
+/// The image's last-made file (see `images/debian/build.sh`): on the root
+/// filesystem, only files changed after it are searched, since the image's
+/// own content was searched when it was built.
+pub const IMAGE_BUILT_STAMP: &str = "/etc/rave/image-built";
+
+/// The search for the webhook secret's plaintext, as root in the guest:
+/// every mounted filesystem but `/run/secrets` and the kernel's pseudo
+/// filesystems; on the root filesystem's device the files whose inode
+/// changed (ctime, which no one can set back) after the image was built,
+/// elsewhere every file. Prints a line saying what it searched, then the
+/// files holding the secret, NUL-separated. Exits 2, saying why, when the
+/// search itself failed (a file vanishing while it runs is no failure).
+const SECRET_SEARCH: &str = r#"set -euo pipefail
+secret=/run/secrets/webhook-gitlab-secret
+test -s "$secret"
+stamp=@STAMP@
+if [ -e "$stamp" ]; then
+  since=$(stat -c %Z "$stamp")
+  scope="on the root filesystem the files changed since the image was built ($(cat "$stamp")), elsewhere every file"
+else
+  since=0
+  scope="every file ($stamp is missing)"
+fi
+root_dev=$(stat -c %d /)
+work=$(mktemp -d /run/rave-secret-search.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+findmnt -rn -o TARGET,FSTYPE >"$work/mounts"
+mounts=()
+while read -r target fstype; do
+  target=$(printf '%b' "$target")
+  case "$fstype" in
+    proc|sysfs|devtmpfs|devpts|cgroup|cgroup2|securityfs|pstore|bpf|debugfs|tracefs|configfs|fusectl|mqueue|hugetlbfs|autofs|efivarfs|binfmt_misc|nsfs|rpc_pipefs|selinuxfs) continue ;;
+  esac
+  case "$target" in /run/secrets|/run/secrets/*) continue ;; esac
+  mounts+=("$target")
+done <"$work/mounts"
+set +e
+find_status=0
+for mount in "${mounts[@]}"; do
+  if [ "$(stat -c %d "$mount")" = "$root_dev" ]; then
+    find "$mount" -xdev -type f -newerct "@$since" -print0
+  else
+    find "$mount" -xdev -type f -print0
+  fi
+  status=$?
+  if [ "$status" != 0 ]; then find_status=$status; fi
+done >"$work/files" 2>"$work/errors"
+xargs -0 -r grep -lZF -f "$secret" -- <"$work/files" >"$work/found" 2>>"$work/errors"
+grep_status=$?
+set -e
+case "$grep_status" in
+  0|123) ;;
+  *) echo "the search failed: grep (through xargs) exited $grep_status" >&2; cat "$work/errors" >&2; exit 2 ;;
+esac
+unexpected=$(awk '!/: No such file or directory$/' "$work/errors")
+if [ -n "$unexpected" ]; then printf 'the search failed:\n%s\n' "$unexpected" >&2; exit 2; fi
+if [ "$find_status" != 0 ] && [ ! -s "$work/errors" ]; then echo "the search failed: find exited $find_status" >&2; exit 2; fi
+printf 'searched %s file(s), %s, on %s\n' "$(tr -cd '\0' <"$work/files" | wc -c)" "$scope" "${mounts[*]}"
+cat "$work/found"
+"#;
 
 /// `security::ssh_config`: password and keyboard-interactive refused, root
 /// refused even with the valid key, `agent` gets in with its key, and the
@@ -41,13 +104,17 @@ pub fn ssh_config(machine: &Machine) -> CaseResult {
         ),
         String::new,
     )?;
-    let root = machine.ssh_key_login("root");
-    expect(
-        root.is_err(),
-        "a key login as root to be refused",
-        "root logged in with agent's key",
-        String::new,
-    )?;
+    // Only sshd's refusal proves it: a broken connection is no refusal.
+    match machine.ssh_key_login("root") {
+        Ok(()) => expect(
+            false,
+            "a key login as root to be refused",
+            "root logged in with agent's key",
+            String::new,
+        )?,
+        Err(MachineError::Ssh { source, .. }) if source.is_login_refused() => {}
+        Err(e) => return Err(e.into()),
+    }
     machine.ssh_key_login("agent")?;
     let effective = machine.succeed("sudo sshd -T")?;
     for (key, value) in [
@@ -82,9 +149,18 @@ pub fn firewall_config(machine: &Machine) -> CaseResult {
         String::new,
     )?;
     status_is(&machine.https_get("/")?, "GET / on 3002", 200)?;
+    // Every port the guest listens on at an address other than loopback,
+    // and the contract's closed ports: none but 22 and 3002 may answer.
+    let listening = exposed_ports(&machine.succeed("ss -Htln")?);
+    let ports: std::collections::BTreeSet<u16> = listening
+        .iter()
+        .chain(CLOSED_PORTS)
+        .copied()
+        .filter(|p| !OPEN_PORTS.contains(p))
+        .collect();
     // All at once: a dropped port costs the whole PROBE_WAIT, so one after
-    // another would cost it eight times.
-    let addrs = CLOSED_PORTS
+    // another would cost it for each port.
+    let addrs = ports
         .iter()
         .map(|port| machine.forward(*port).map(|addr| (*port, addr)))
         .collect::<Result<Vec<_>, _>>()?;
@@ -107,19 +183,25 @@ pub fn firewall_config(machine: &Machine) -> CaseResult {
     });
     for (port, result) in seen {
         let seen = result.map_err(io)?;
+        let listener = if listening.contains(&port) {
+            " (the guest listens on it at a non-loopback address)"
+        } else {
+            ""
+        };
         expect(
             !seen.answered(),
-            &format!("guest port {port} to give no answer from outside"),
+            &format!("guest port {port}{listener} to give no answer from outside: only 22 and 3002 may"),
             format!("{seen:?}"),
             String::new,
         )?;
     }
     // The canary lives only for this case: the guest is left as it was
     // found (an attached target too), whatever the checks say.
-    let listening = machine
-        .execute(&format!("ss -Htln 'sport = :{CANARY_PORT}' | grep -q 0.0.0.0"))?
-        .status
-        == 0;
+    let canary_up = || -> Result<bool, CaseFailure> {
+        let out = machine.succeed(&format!("ss -Htln 'sport = :{CANARY_PORT}'"))?;
+        Ok(out.contains(&format!("0.0.0.0:{CANARY_PORT}")))
+    };
+    let listening = canary_up()?;
     if !listening {
         machine.succeed(&format!(
             "sudo systemd-run --unit=rave-canary --collect -p Type=simple systemd-socket-activate -l 0.0.0.0:{CANARY_PORT} --accept --inetd /bin/echo canary"
@@ -135,11 +217,12 @@ pub fn firewall_config(machine: &Machine) -> CaseResult {
 /// The canary answers inside the guest, is dropped outside; the input policy is drop.
 fn canary_dropped(machine: &Machine) -> CaseResult {
     machine.wait_until_succeeds(
-        &format!("ss -Htln 'sport = :{CANARY_PORT}' | grep -q 0.0.0.0"),
+        &format!("ss -Htln 'sport = :{CANARY_PORT}' | grep -F 0.0.0.0:{CANARY_PORT} >/dev/null"),
         Duration::from_secs(30),
     )?;
     // The guest's own address, not loopback: what the firewall sees from outside.
-    let address = machine.succeed("ip -4 -o addr show scope global | awk '{print $4}' | cut -d/ -f1 | head -n1")?;
+    let address =
+        machine.succeed("ip -4 -o addr show scope global | awk 'NR == 1 { split($4, a, \"/\"); print a[1] }'")?;
     let inside = machine.succeed(&format!(
         "timeout 5 bash -c 'exec 3<>/dev/tcp/{}/{CANARY_PORT}; head -c 6 <&3'",
         address.trim()
@@ -197,7 +280,10 @@ pub fn tls_config(machine: &Machine) -> CaseResult {
 
 /// One handshake with the host's OpenSSL at `version`, with the client's own
 /// floor lowered (OpenSSL 3 refuses 1.0/1.1 client-side by default, which
-/// would make "refused" prove nothing). Returns whether it completed.
+/// would make "refused" prove nothing). Returns whether it completed; a
+/// handshake that neither completed nor was refused by the server (a TLS
+/// alert, an unsupported version) is an error: a connection that failed
+/// proves no refusal.
 fn openssl_handshake(machine: &Machine, version: &str) -> Result<(bool, String), CaseFailure> {
     let ca = machine
         .ca_cert()
@@ -223,6 +309,21 @@ fn openssl_handshake(machine: &Machine, version: &str) -> Result<(bool, String),
         .trim()
         .to_string();
     let ok = out.status.success() && text.contains("Verify return code: 0 (ok)");
+    let refused = [
+        "alert",
+        "unsupported protocol",
+        "wrong version number",
+        "no protocols available",
+    ]
+    .iter()
+    .any(|sign| text.contains(sign));
+    if !ok && !refused {
+        return Err(CaseFailure::new(format!(
+            "the {version} handshake with {} neither completed nor was refused by the server (no TLS alert): {}",
+            machine.https_addr(),
+            text.trim()
+        )));
+    }
     let said = if ok {
         protocol
     } else {
@@ -268,23 +369,21 @@ pub fn secrets_management(machine: &Machine) -> CaseResult {
     let secret = webhook_secret(machine)?;
     // The pattern comes from the secret's file: on a command line, sudo would
     // log the secret into the journal, on the disk this case searches.
-    // Where a running system writes: configuration, state, logs, homes,
-    // scratch. The image's read-only content was scanned at build time.
-    let found = machine.execute_within(
-        &format!(
-            "sudo grep -rlF -f /run/secrets/webhook-gitlab-secret --devices=skip {} 2>/dev/null | head -5",
-            SECRET_SEARCH_DIRS.join(" ")
-        ),
-        Duration::from_secs(240),
-    )?;
+    let search = SECRET_SEARCH.replace("@STAMP@", IMAGE_BUILT_STAMP);
+    let out = machine.execute_within(&format!("sudo bash -c {}", quote(&search)), SECRET_SEARCH_DEADLINE)?;
+    if out.status != 0 {
+        return Err(CaseFailure::new(format!(
+            "the search for the webhook secret's plaintext could not be done (exit {}): {}",
+            out.status,
+            out.stderr.trim()
+        )));
+    }
+    let (searched, found) = found_files(&out.stdout_bytes);
     expect(
-        found.stdout.trim().is_empty(),
-        &format!(
-            "the webhook secret's plaintext nowhere under {}",
-            SECRET_SEARCH_DIRS.join(" ")
-        ),
-        format!("it in {}", found.stdout.trim()),
-        String::new,
+        found.is_empty(),
+        "the webhook secret's plaintext nowhere but /run/secrets",
+        format!("it in {}", found.join(", ")),
+        || searched.clone(),
     )?;
     let encrypted = machine.succeed("sudo head -c 21 /etc/rave/secrets/webhook-gitlab-secret.age")?;
     expect(
@@ -302,6 +401,70 @@ pub fn secrets_management(machine: &Machine) -> CaseResult {
     )
 }
 
+/// The secret search's output: what it searched (its first line), then the
+/// files holding the secret, NUL-separated, each name decoded lossily.
+fn found_files(stdout: &[u8]) -> (String, Vec<String>) {
+    let (first, rest) = match stdout.iter().position(|b| *b == b'\n') {
+        Some(i) => (&stdout[..i], &stdout[i + 1..]),
+        None => (stdout, &[][..]),
+    };
+    let files = rest
+        .split(|b| *b == 0)
+        .filter(|name| !name.is_empty())
+        .map(|name| String::from_utf8_lossy(name).into_owned())
+        .collect();
+    (String::from_utf8_lossy(first).into_owned(), files)
+}
+
+/// The ports `ss -Htln` shows a listener on at an address other than
+/// loopback (`0.0.0.0`, `*`, `[::]`, or one of the guest's own addresses).
+pub fn exposed_ports(ss: &str) -> std::collections::BTreeSet<u16> {
+    ss.lines()
+        .filter_map(|line| line.split_whitespace().nth(3))
+        .filter_map(|local| {
+            let (host, port) = local.rsplit_once(':')?;
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            let host = host.split('%').next().unwrap_or(host);
+            let loopback = host.starts_with("127.")
+                || host == "::1"
+                || host == "::ffff:127.0.0.1"
+                || host.starts_with("::ffff:127.")
+                || host == "localhost";
+            (!loopback).then(|| port.parse().ok()).flatten()
+        })
+        .collect()
+}
+
 fn io(e: std::io::Error) -> CaseFailure {
     CaseFailure::new(format!("probing a forwarded port: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listeners_off_loopback_are_exposed() {
+        let ss = "\
+LISTEN 0 511 0.0.0.0:3002 0.0.0.0:*
+LISTEN 0 128 0.0.0.0:22 0.0.0.0:*
+LISTEN 0 511 127.0.0.1:3000 0.0.0.0:*
+LISTEN 0 4096 127.0.0.53%lo:53 0.0.0.0:*
+LISTEN 0 4096 *:8099 *:*
+LISTEN 0 128 [::]:22 [::]:*
+LISTEN 0 4096 [::1]:9090 [::]:*
+LISTEN 0 4096 [::ffff:127.0.0.1]:9091 *:*
+LISTEN 0 4096 10.0.2.15:5000 0.0.0.0:*
+";
+        let ports: Vec<u16> = exposed_ports(ss).into_iter().collect();
+        assert_eq!(ports, [22, 3002, 5000, 8099]);
+    }
+
+    #[test]
+    fn the_search_output_keeps_names_that_are_not_utf8() {
+        let (searched, found) = found_files(b"searched 12 file(s), on /\n/var/tmp/x\0/usr/local/caf\xe9\0");
+        assert_eq!(searched, "searched 12 file(s), on /");
+        assert_eq!(found, ["/var/tmp/x", "/usr/local/caf\u{fffd}"]);
+        assert_eq!(found_files(b"searched 0 file(s)\n").1, Vec::<String>::new());
+    }
 }

@@ -3,8 +3,10 @@
 
 use std::time::Duration;
 
-use rave_harness::machine::{parse_properties, quote};
-use rave_harness::Machine;
+use rave_harness::launcher::STABLE_FOR;
+use rave_harness::machine::{quote, UnitSnapshot};
+use rave_harness::retry::Poll;
+use rave_harness::{Machine, MachineError};
 
 use crate::failure::{expect, CaseFailure, CaseResult};
 
@@ -89,7 +91,7 @@ pub fn service_runs_as(machine: &Machine, component: &str, rule: RunsAs) -> Case
     let unit = machine.image().manifest.unit(component).map_err(CaseFailure::new)?;
     let user = machine
         .succeed(&format!(
-            "stat -c %U /proc/$(systemctl show -p MainPID --value {})",
+            "pid=$(systemctl show -p MainPID --value {}); test \"$pid\" -gt 0; stat -c %U \"/proc/$pid\"",
             quote(unit)
         ))?
         .trim()
@@ -139,31 +141,80 @@ pub fn bytes(size: &str) -> Option<u64> {
     n.checked_mul(factor)
 }
 
-/// The unit of `component` is active and running, has never restarted, and
-/// its main process is alive. Fails at once, with the unit's status and
-/// journal, when the unit is failed or stopped.
+/// The unit of `component` is active and running, has not restarted, and
+/// its main process is alive, over the stability window
+/// ([`STABLE_FOR`]): a unit whose current activation is younger than the
+/// window is looked at again once it would be that old, and must still be
+/// the same activation (a unit in a crash loop, even one sampled during a
+/// short life, is red). Fails at once, with the unit's status and journal,
+/// when the unit is failed or stopped.
 pub fn service_is_healthy(machine: &Machine, component: &str) -> CaseResult {
     let unit = machine.image().manifest.unit(component).map_err(CaseFailure::new)?;
     machine.wait_for_unit(unit, UNIT_TIMEOUT)?;
-    let out = machine.succeed(&format!(
-        "systemctl show {} -p ActiveState -p SubState -p NRestarts -p MainPID",
-        quote(unit)
-    ))?;
-    let props = parse_properties(&out);
-    let get = |k: &str| props.get(k).cloned().unwrap_or_else(|| "?".into());
-    let seen = format!(
-        "ActiveState={} SubState={} NRestarts={} MainPID={}",
-        get("ActiveState"),
-        get("SubState"),
-        get("NRestarts"),
-        get("MainPID")
-    );
-    let pid: u32 = get("MainPID").parse().unwrap_or(0);
+    let first = snapshot(machine, unit)?;
+    running_now(machine, &first, "")?;
+    if first.up_for() >= STABLE_FOR {
+        return Ok(());
+    }
+    // Younger than the window: look until it would be STABLE_FOR old, or it changes.
+    let same_activation = |s: &UnitSnapshot| {
+        s.active_state == "active"
+            && s.active_since == first.active_since
+            && s.n_restarts == first.n_restarts
+            && s.main_pid == first.main_pid
+    };
+    let last = machine.wait_until(
+        &format!("{unit} to stay up for the stability window of {STABLE_FOR:?}"),
+        STABLE_FOR + WINDOW_SLACK,
+        Duration::from_secs(1),
+        || match machine.unit_snapshots(&[unit]) {
+            Ok(mut snapshots) => {
+                let now = snapshots.remove(0);
+                if !same_activation(&now) || now.up_for() >= STABLE_FOR {
+                    Poll::Ready(now)
+                } else {
+                    Poll::Pending(now.describe())
+                }
+            }
+            Err(e @ MachineError::QemuExited { .. }) => Poll::Abort(e),
+            Err(e) => Poll::Pending(e.to_string()),
+        },
+    )?;
+    expect(
+        same_activation(&last),
+        &format!(
+            "{unit} to stay active and running in one activation for the stability window of {} s",
+            STABLE_FOR.as_secs()
+        ),
+        format!(
+            "it restarted or stopped within the window: first {}; then {}",
+            first.describe(),
+            last.describe()
+        ),
+        || machine.unit_diagnostics(unit),
+    )?;
+    running_now(machine, &last, " at the end of the stability window")
+}
+
+/// How much longer than the window the second look may take (the guest busy).
+const WINDOW_SLACK: Duration = Duration::from_secs(30);
+
+fn snapshot(machine: &Machine, unit: &str) -> Result<UnitSnapshot, CaseFailure> {
+    Ok(machine.unit_snapshots(&[unit])?.remove(0))
+}
+
+/// Active, running, never restarted, and its main process alive, at `seen`.
+fn running_now(machine: &Machine, seen: &UnitSnapshot, when: &str) -> CaseResult {
+    let pid = seen.main_pid;
     let alive = pid > 0 && machine.execute(&format!("test -d /proc/{pid}"))?.status == 0;
     expect(
-        get("ActiveState") == "active" && get("SubState") == "running" && get("NRestarts") == "0" && alive,
-        &format!("{unit} active, running, NRestarts=0, main process alive"),
-        format!("{seen}{}", if alive { "" } else { " (main process not alive)" }),
-        || machine.unit_diagnostics(unit),
+        seen.active_state == "active" && seen.sub_state == "running" && seen.n_restarts == 0 && alive,
+        &format!("{} active, running, NRestarts=0, main process alive{when}", seen.unit),
+        format!(
+            "{}{}",
+            seen.describe(),
+            if alive { "" } else { " (main process not alive)" }
+        ),
+        || machine.unit_diagnostics(&seen.unit),
     )
 }

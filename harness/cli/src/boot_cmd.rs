@@ -69,6 +69,7 @@ fn describe(machine: &Machine) -> anyhow::Result<TargetDescription> {
         ca_cert: machine.ca_cert().map(Into::into),
         manifest: image.dir.join(MANIFEST_FILE),
         forwards,
+        qmp_socket: machine.qmp_socket(),
         serial_log: machine.serial_log(),
         state_dir: machine.state_dir().map(Into::into),
         pid: machine.pid(),
