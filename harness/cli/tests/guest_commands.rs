@@ -201,7 +201,11 @@ fn other_host_keys_beside_the_pinned_one_are_not_asked_for() {
         )
         .unwrap();
     // Once sshd offers them...
-    for algorithm in ["ssh-ed25519-cert-v01@openssh.com", "ecdsa-sha2-nistp256", "rsa-sha2-512"] {
+    for algorithm in [
+        "ssh-ed25519-cert-v01@openssh.com",
+        "ecdsa-sha2-nistp256",
+        "rsa-sha2-512",
+    ] {
         retry(
             Deadline::new(Duration::from_secs(60), Duration::from_millis(500)),
             || {
