@@ -46,13 +46,14 @@ impl GuestCommand {
     pub fn new(command: &str, nonce: u64, login_bash: bool) -> Self {
         let exit_mark = format!("<rave-exit-{nonce:016x}:");
         let pid_mark = format!("<rave-pid-{nonce:016x}:");
-        // fd 9 is the original stderr: a command that redirects its own
-        // stderr still has its status reported. The newline before the
+        // $rave_fd (bash picks one above 9) is the original stderr: a
+        // command that redirects its own stderr, or uses a low descriptor of
+        // its own, still has its status reported. The newline before the
         // trailer keeps it off the last line of the command's own stderr.
         // The trap waits for the command's background children: a command
         // is finished when they are.
         let script = format!(
-            "exec 9>&2; printf '{pid_mark}%d>\\n' \"$$\" >&9; trap 'rave_status=$?; set +e; wait; printf \"\\n{exit_mark}%d>\\n\" \"$rave_status\" >&9' EXIT; set -euo pipefail\n{command}"
+            "exec {{rave_fd}}>&2; printf '{pid_mark}%d>\\n' \"$$\" >&\"$rave_fd\"; trap 'rave_status=$?; set +e; wait; printf \"\\n{exit_mark}%d>\\n\" \"$rave_status\" >&\"$rave_fd\"' EXIT; set -euo pipefail\n{command}"
         );
         let line = if login_bash {
             script
@@ -126,6 +127,10 @@ pub enum Ending {
 /// `exit-status` (`server_status`: libssh2 reports 0 when none came), its
 /// `exit-signal`, the script's own `reported` status, and whether the host's
 /// deadline for the command passed before the channel closed.
+///
+/// A non-zero `server_status` is a status the server really sent (only 0 is
+/// what libssh2 also reports when none came): it stands, also against the
+/// script's report, so no reading ever turns a reported failure into 0.
 pub fn ending(server_status: i32, signal: Option<&str>, reported: Option<i32>, deadline_passed: bool) -> Ending {
     match (signal, reported) {
         // The script reported, nothing contradicts it: a real exit, even one
@@ -133,6 +138,7 @@ pub fn ending(server_status: i32, signal: Option<&str>, reported: Option<i32>, d
         (None, Some(status)) if server_status == status => Ending::Exited(status),
         _ if deadline_passed => Ending::TimedOut,
         (Some(signal), _) => Ending::Signaled(signal.to_string()),
+        (None, _) if server_status != 0 => Ending::Exited(server_status),
         // The script reported but the status message did not arrive.
         (None, Some(status)) => Ending::Exited(status),
         (None, None) => Ending::NoStatus,
@@ -193,8 +199,9 @@ mod tests {
     fn the_script_sets_pipefail_and_reports_its_pid_first() {
         let c = command(true);
         assert!(
-            c.line
-                .starts_with("exec 9>&2; printf '<rave-pid-0000000000000abc:%d>\\n' \"$$\" >&9; trap "),
+            c.line.starts_with(
+                "exec {rave_fd}>&2; printf '<rave-pid-0000000000000abc:%d>\\n' \"$$\" >&\"$rave_fd\"; trap "
+            ),
             "{}",
             c.line
         );
@@ -255,6 +262,9 @@ mod tests {
         assert_eq!(ending(3, None, Some(3), false), Ending::Exited(3));
         // The script's report stands when the status message was lost.
         assert_eq!(ending(0, None, Some(3), false), Ending::Exited(3));
+        // A status the server sent stands, with or without a report.
+        assert_eq!(ending(2, None, None, false), Ending::Exited(2));
+        assert_eq!(ending(2, None, Some(0), false), Ending::Exited(2));
     }
 
     #[test]

@@ -252,6 +252,9 @@ enum Backend {
         forwards: BTreeMap<u16, u16>,
         /// A local QEMU guest's QMP socket, to add forwards through.
         qmp_socket: Option<PathBuf>,
+        /// Host ports of the forwards added through it: removed again when
+        /// the harness lets go of the target, which is left as it was found.
+        added: Mutex<Vec<u16>>,
     },
 }
 
@@ -482,6 +485,7 @@ impl Machine {
             backend: Backend::Attached {
                 forwards: description.forwards.clone(),
                 qmp_socket: description.qmp_socket.clone(),
+                added: Mutex::new(Vec::new()),
             },
             image,
         };
@@ -674,7 +678,10 @@ impl Machine {
                 crate::qemu_process::monitor_at(qmp_socket.as_deref().unwrap_or(Path::new("")), command_line)
             }
         };
-        if let Backend::Attached { forwards, qmp_socket } = &self.backend {
+        if let Backend::Attached {
+            forwards, qmp_socket, ..
+        } = &self.backend
+        {
             if let Some(port) = forwards.get(&guest_port) {
                 return Ok(SocketAddr::new(self.ssh_addr.ip(), *port));
             }
@@ -699,7 +706,25 @@ impl Machine {
                 message: said.trim().into(),
             });
         }
+        if let Backend::Attached { added, .. } = &self.backend {
+            lock(added).push(host_port);
+        }
         Ok(SocketAddr::from((Ipv4Addr::LOCALHOST, host_port)))
+    }
+
+    /// Removes the forwards added to an attached local guest (best effort:
+    /// its QEMU may be gone).
+    fn remove_added_forwards(&self) {
+        if let Backend::Attached {
+            qmp_socket: Some(socket),
+            added,
+            ..
+        } = &self.backend
+        {
+            for port in std::mem::take(&mut *lock(added)) {
+                let _ = crate::qemu_process::monitor_at(socket, &format!("hostfwd_remove tcp:127.0.0.1:{port}"));
+            }
+        }
     }
 
     /// QEMU's QMP socket (a booted guest's).
@@ -1052,6 +1077,7 @@ impl Machine {
     /// is only disconnected: the harness never powers it down.
     pub fn shutdown(&self, timeout: Duration) -> bool {
         self.ssh.clear();
+        self.remove_added_forwards();
         match self.booted() {
             Some(booted) => {
                 let clean = lock(&booted.qemu).shutdown(timeout);
@@ -1307,6 +1333,7 @@ fn command_for(
 
 impl Drop for Machine {
     fn drop(&mut self) {
+        self.remove_added_forwards();
         if let Some(booted) = self.booted() {
             let mut qemu = lock(&booted.qemu);
             qemu.kill();

@@ -111,6 +111,11 @@ pub struct Manifest {
     /// (fw_cfg `opt/rave/age-identity`); never on the guest's disk.
     #[serde(default)]
     pub age_identity: Option<PathBuf>,
+    /// When the image's files were all made (Unix seconds, before its
+    /// filesystem was): a file whose inode changed later was written by a
+    /// running guest. Unknown when absent.
+    #[serde(default)]
+    pub built_at: Option<u64>,
     /// The MemoryMax each component's unit must have, by component.
     #[serde(default)]
     pub limits: BTreeMap<String, String>,

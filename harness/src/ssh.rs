@@ -263,7 +263,7 @@ impl SshSession {
                 .as_nanos() as u64;
             clock ^ COUNT.fetch_add(1, Ordering::Relaxed).rotate_left(40) ^ u64::from(std::process::id())
         };
-        let sent = GuestCommand::new(command, nonce, self.login_shell_is_bash());
+        let sent = GuestCommand::new(command, nonce, self.login_shell_is_bash(deadline));
         let fail = |message: String| SshError::Command {
             command: command.into(),
             addr: self.addr,
@@ -280,6 +280,10 @@ impl SshSession {
         channel
             .exec(&sent.line)
             .map_err(|e| fail(format!("starting the command: {e}")))?;
+        // Nothing is ever written to a command: one that reads stdin gets EOF, not a wait.
+        channel
+            .send_eof()
+            .map_err(|e| fail(format!("closing the command's stdin: {e}")))?;
         let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
         let mut closed = self
             .collect(&mut channel, started + deadline, &mut stdout, &mut stderr)
@@ -289,8 +293,10 @@ impl SshSession {
             // The deadline: end the command, its pipeline and its background
             // children (its process group), then take what is left.
             how = match sent.pid(&stderr) {
-                Some(pid) => match self.run_plain(&format!("kill -KILL -- -{pid}"), END_GRACE) {
-                    Ok(_) => format!("ended in the guest: its process group {pid} was killed"),
+                Some(pid) => match self.run_plain(&kill_tree(pid), END_GRACE) {
+                    Ok(_) => {
+                        format!("SIGKILL sent in the guest to process {pid}, its process group and its descendants")
+                    }
                     Err(e) => format!("it could not be ended in the guest ({e})"),
                 },
                 None => "it had not started in the guest (no process id reported)".into(),
@@ -302,6 +308,9 @@ impl SshSession {
                 how.push_str(&format!(
                     "; its channel did not close within {END_GRACE:?} more, so the connection was dropped"
                 ));
+                // Nothing more is waited for on this connection (not even the
+                // channel's close when it is dropped below): it is gone.
+                let _ = self.socket.shutdown(std::net::Shutdown::Both);
             }
         }
         self.session.set_blocking(true);
@@ -348,13 +357,20 @@ impl SshSession {
         self.exec_with_timeout(command, self.timeout)
     }
 
-    /// Whether the user's login shell is bash, asked once per connection:
-    /// then a command's script goes to it as it is, without starting another
-    /// bash (each program started costs about 0.1 s in a guest under TCG).
-    fn login_shell_is_bash(&self) -> bool {
+    /// Whether the user's login shell is bash, asked once per connection
+    /// (within `within`): then a command's script goes to it as it is,
+    /// without starting another bash (each program started costs about 0.1 s
+    /// in a guest under TCG). Anything else, or no clear answer, gets bash.
+    fn login_shell_is_bash(&self, within: Duration) -> bool {
         *self.login_bash.get_or_init(|| {
-            self.run_plain("echo \"${BASH_VERSION-}\"", self.timeout)
-                .is_ok_and(|out| !out.trim().is_empty())
+            self.run_plain(
+                "printf 'rave-shell:%s\\n' \"${BASH_VERSION-}\"",
+                within.min(self.timeout),
+            )
+            .is_ok_and(|out| {
+                out.lines()
+                    .any(|l| l.strip_prefix("rave-shell:").is_some_and(|v| !v.trim().is_empty()))
+            })
         })
     }
 
@@ -395,10 +411,18 @@ impl SshSession {
         loop {
             let mut progress = false;
             for (stream_id, sink) in [(0, &mut *stdout), (1, &mut *stderr)] {
-                loop {
+                // Each pass reads a bounded amount, so a fast endless writer
+                // cannot keep the deadline from being looked at.
+                for _ in 0..64 {
                     match channel.stream(stream_id).read(&mut buf) {
                         Ok(0) => break,
                         Ok(n) => {
+                            if sink.len() + n > MAX_OUTPUT {
+                                return Err(format!(
+                                    "the command wrote more than {} MiB on one stream, more than a check reads",
+                                    MAX_OUTPUT >> 20
+                                ));
+                            }
                             sink.extend_from_slice(&buf[..n]);
                             progress = true;
                         }
@@ -453,6 +477,22 @@ impl SshSession {
             Err(e) => Err(format!("waiting on the connection: {e}")),
         }
     }
+}
+
+/// The most a command may write on one stream (a check's output is small;
+/// this bounds the harness's memory).
+pub const MAX_OUTPUT: usize = 64 << 20;
+
+/// Kills `pid`, its process group and every descendant (also those in other
+/// sessions, such as a command `sudo` runs on a pseudo-terminal), as root
+/// when `sudo -n` may (test images allow it), else as the user.
+fn kill_tree(pid: u32) -> String {
+    let script = format!(
+        "tree() {{ for c in $(pgrep -P \"$1\"); do tree \"$c\"; done; echo \"$1\"; }}; \
+         pids=$(tree {pid}); kill -s KILL -- -{pid} $pids 2>/dev/null; exit 0"
+    );
+    let quoted = crate::guest_command::quote(&script);
+    format!("if sudo -n true 2>/dev/null; then sudo -n sh -c {quoted}; else sh -c {quoted}; fi")
 }
 
 fn is_would_block(e: &ssh2::Error) -> bool {
@@ -613,4 +653,67 @@ fn short_fingerprint(blob: &[u8]) -> String {
         "sha256:{}",
         digest.iter().take(8).map(|b| format!("{b:02x}")).collect::<String>()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::CommandExt;
+
+    fn alive(pid: u32) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|stat| stat.rsplit(')').next().map(|rest| !rest.trim_start().starts_with('Z')))
+            .unwrap_or(false)
+    }
+
+    #[test]
+    fn the_deadline_kill_ends_the_group_and_every_descendant() {
+        // A command's shell (its own process group), a background child, and
+        // a descendant in a session of its own (as sudo's command is).
+        let dir = tempfile::tempdir().unwrap();
+        let pids = dir.path().join("pids");
+        let mut shell = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "sleep 300 & setsid sleep 301 & echo \"$! $(jobs -p)\" > {}; wait",
+                pids.display()
+            ))
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let started = std::time::Instant::now();
+        let children: Vec<u32> = loop {
+            if let Some(found) = std::fs::read_to_string(&pids).ok().filter(|s| s.ends_with('\n')) {
+                break found.split_whitespace().filter_map(|p| p.parse().ok()).collect();
+            }
+            assert!(started.elapsed() < Duration::from_secs(10), "the tree did not start");
+            std::thread::yield_now();
+        };
+        let line = kill_tree(shell.id());
+        let status = std::process::Command::new("sh").arg("-c").arg(&line).status().unwrap();
+        assert!(status.success(), "{line}");
+        shell.wait().unwrap();
+        let started = std::time::Instant::now();
+        while children.iter().any(|p| alive(*p)) && started.elapsed() < Duration::from_secs(5) {
+            std::thread::yield_now();
+        }
+        for pid in children {
+            assert!(!alive(pid), "process {pid} survived: {line}");
+        }
+    }
+
+    #[test]
+    fn the_host_key_is_asked_for_by_the_pinned_keys_algorithm() {
+        let blob = |name: &str| {
+            let mut b = (name.len() as u32).to_be_bytes().to_vec();
+            b.extend_from_slice(name.as_bytes());
+            b.extend_from_slice(&[0, 0, 0, 1, 7]);
+            b
+        };
+        assert_eq!(host_key_methods(&blob("ssh-ed25519")), "ssh-ed25519");
+        assert_eq!(host_key_methods(&blob("ssh-rsa")), "rsa-sha2-512,rsa-sha2-256,ssh-rsa");
+        assert_eq!(host_key_methods(&blob("ecdsa-sha2-nistp256")), "ecdsa-sha2-nistp256");
+        assert_eq!(host_key_methods(b"\0\0"), "ssh-ed25519");
+    }
 }

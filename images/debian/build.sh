@@ -154,11 +154,10 @@ pg_version=$(find "$rootfs/etc/postgresql" -mindepth 1 -maxdepth 1 -printf '%f\n
 [ -n "$pg_version" ] || die "no PostgreSQL cluster in the image"
 
 step "ext4 root filesystem and qcow2 disk"
-# The last file made: every file of the image changed before it, so what the
-# guest writes later is what changed after it (the secrets case searches
-# that; the whole disk is searched for plaintext secrets below).
-install -d "$rootfs/etc/rave"
-date -u +%Y-%m-%dT%H:%M:%SZ >"$rootfs/etc/rave/image-built"
+# Every file of the image is made by now, and mkfs keeps their times: a file
+# whose inode changes later was written by a running guest (the secrets case
+# searches those; the whole disk is searched for plaintext secrets below).
+built_at=$(date +%s)
 mkfs.ext4 -q -F -L rave-root -d "$rootfs" "$out/disk.raw" 6G >/dev/null
 qemu-img convert -O qcow2 "$out/disk.raw" "$out/disk.qcow2"
 rm -f "$out/disk.raw"
@@ -204,6 +203,7 @@ cat >"$out/manifest.json" <<JSON
   "ssh_user": "agent",
   "ca_cert": "ca.pem",
   "age_identity": "age-identity.txt",
+  "built_at": $built_at,
   "components": {
     $components
   },

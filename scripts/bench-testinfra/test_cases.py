@@ -347,12 +347,11 @@ PROBE_WAIT = 2.0
 #: The only guest ports that may answer from outside.
 OPEN_PORTS = [22, GUEST_HTTPS_PORT]
 
-def secret_search_script():
+def secret_search_script(guest):
     """security::SECRET_SEARCH, read from the Rust source (one copy of it)."""
     source = (pathlib.Path(__file__).resolve().parents[2] / "suites/src/security.rs").read_text()
     script = source.split('const SECRET_SEARCH: &str = r#"', 1)[1].split('"#;', 1)[0]
-    stamp = source.split('pub const IMAGE_BUILT_STAMP: &str = "', 1)[1].split('"', 1)[0]
-    return script.replace("@STAMP@", stamp)
+    return script.replace("@SINCE@", str(guest.manifest.data.get("built_at") or 0))
 
 
 def exposed_ports(ss):
@@ -521,7 +520,7 @@ def test_security__secrets_management(guest):
     backends_ready(guest, [("webhook-dispatcher", 3001)])
     secret = webhook_secret(guest)
     # The pattern comes from the secret's file (a command line would log it).
-    out = guest.execute(f"sudo bash -c {quote(secret_search_script())}")
+    out = guest.execute(f"sudo bash -c {quote(secret_search_script(guest))}")
     if out.rc != 0:
         raise CaseFailure(
             f"the search for the webhook secret's plaintext could not be done (exit {out.rc}): {out.stderr.strip()}"

@@ -249,10 +249,10 @@ pub fn all() -> Vec<Case> {
             components: &["firewall"],
             run: security::firewall_config,
             fault: Fault {
-                description: "a listener on 0.0.0.0:8099 and an accept rule for its port",
+                description: "a listener on 0.0.0.0:8099 that waits for the client to speak first, and an accept rule for its port",
                 inject: |m| {
                     m.succeed(
-                        "sudo systemd-run --unit=rave-fault-listener --collect -p Type=simple systemd-socket-activate -l 0.0.0.0:8099 --accept --inetd /bin/echo fault \
+                        "sudo systemd-run --unit=rave-fault-listener --collect -p Type=simple systemd-socket-activate -l 0.0.0.0:8099 --accept --inetd /bin/cat \
                          && sudo nft insert rule inet filter input tcp dport 8099 accept",
                     )?;
                     m.wait_until_succeeds(
@@ -261,7 +261,7 @@ pub fn all() -> Vec<Case> {
                     )
                     .map(|_| ())
                 },
-                must_say: &["guest port 8099", "Answered"],
+                must_say: &["guest port 8099", "Accepted"],
             },
         },
         Case {

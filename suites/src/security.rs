@@ -5,7 +5,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use rave_harness::machine::{parse_properties, quote};
-use rave_harness::ports::{probe, ProbeResult};
+use std::net::SocketAddr;
+
+use rave_harness::ports::{accepted_from, probe, probe_held, HeldProbe, ProbeResult, USER_NET_HOST};
 use rave_harness::{Machine, MachineError};
 
 use crate::failure::{expect, CaseFailure, CaseResult};
@@ -25,49 +27,55 @@ pub const PROBE_WAIT: Duration = Duration::from_secs(2);
 /// How long the search for the secret's plaintext may take.
 pub const SECRET_SEARCH_DEADLINE: Duration = Duration::from_secs(240);
 
-/// The image's last-made file (see `images/debian/build.sh`): on the root
-/// filesystem, only files changed after it are searched, since the image's
-/// own content was searched when it was built.
-pub const IMAGE_BUILT_STAMP: &str = "/etc/rave/image-built";
-
-/// The search for the webhook secret's plaintext, as root in the guest:
-/// every mounted filesystem but `/run/secrets` and the kernel's pseudo
-/// filesystems; on the root filesystem's device the files whose inode
-/// changed (ctime, which no one can set back) after the image was built,
-/// elsewhere every file. Prints a line saying what it searched, then the
-/// files holding the secret, NUL-separated. Exits 2, saying why, when the
-/// search itself failed (a file vanishing while it runs is no failure).
+/// The search for the webhook secret's plaintext, as root in the guest, on
+/// every mounted filesystem that can hold files' data (all but the
+/// kernel's views: proc, sysfs, cgroup, ...) except `/run/secrets`. The root
+/// filesystem is searched through a bind mount of it, so files hidden under
+/// its mount points (`/run`, `/tmp`) are searched too, and there only the
+/// files whose inode changed (ctime, which no one can set back) after
+/// `@SINCE@`, the Unix time the image's files were made (0: every file; the
+/// image's own content was searched when it was built). Prints a line saying
+/// what it searched, then the files holding the secret, NUL-separated.
+/// Exits 2, saying why, when the search itself failed (a file vanishing
+/// while it runs is no failure).
 const SECRET_SEARCH: &str = r#"set -euo pipefail
 secret=/run/secrets/webhook-gitlab-secret
 test -s "$secret"
-stamp=@STAMP@
-if [ -e "$stamp" ]; then
-  since=$(stat -c %Z "$stamp")
-  scope="on the root filesystem the files changed since the image was built ($(cat "$stamp")), elsewhere every file"
+since=@SINCE@
+if [ "$since" -gt 0 ]; then
+  scope="on the root filesystem the files changed since the image was built ($(date -u -d "@$since" +%FT%TZ)), elsewhere every file"
 else
-  since=0
-  scope="every file ($stamp is missing)"
+  scope="every file (the image does not say when it was built)"
 fi
 root_dev=$(stat -c %d /)
 work=$(mktemp -d /run/rave-secret-search.XXXXXX)
-trap 'rm -rf "$work"' EXIT
+view="$work/root"
+mkdir "$view"
+cleanup() {
+  umount "$view" && rmdir "$view"
+  rm -f "$work/mounts" "$work/files" "$work/errors" "$work/found"
+  rmdir "$work"
+}
+trap cleanup EXIT
+mount --bind / "$view"
 findmnt -rn -o TARGET,FSTYPE >"$work/mounts"
-mounts=()
+tops=("$view")
 while read -r target fstype; do
   target=$(printf '%b' "$target")
   case "$fstype" in
-    proc|sysfs|devtmpfs|devpts|cgroup|cgroup2|securityfs|pstore|bpf|debugfs|tracefs|configfs|fusectl|mqueue|hugetlbfs|autofs|efivarfs|binfmt_misc|nsfs|rpc_pipefs|selinuxfs) continue ;;
+    proc|sysfs|cgroup|cgroup2|devpts|securityfs|bpf|debugfs|tracefs|configfs|fusectl|binfmt_misc|nsfs|rpc_pipefs|selinuxfs|autofs|mqueue) continue ;;
   esac
-  case "$target" in /run/secrets|/run/secrets/*) continue ;; esac
-  mounts+=("$target")
+  case "$target" in /run/secrets|/run/secrets/*|"$view"|"$view"/*) continue ;; esac
+  if [ "$(stat -c %d "$target")" = "$root_dev" ]; then continue; fi
+  tops+=("$target")
 done <"$work/mounts"
 set +e
 find_status=0
-for mount in "${mounts[@]}"; do
-  if [ "$(stat -c %d "$mount")" = "$root_dev" ]; then
-    find "$mount" -xdev -type f -newerct "@$since" -print0
+for top in "${tops[@]}"; do
+  if [ "$top" = "$view" ]; then
+    find "$top" -xdev -type f -newerct "@$since" -print0
   else
-    find "$mount" -xdev -type f -print0
+    find "$top" -xdev -type f -print0
   fi
   status=$?
   if [ "$status" != 0 ]; then find_status=$status; fi
@@ -82,8 +90,8 @@ esac
 unexpected=$(awk '!/: No such file or directory$/' "$work/errors")
 if [ -n "$unexpected" ]; then printf 'the search failed:\n%s\n' "$unexpected" >&2; exit 2; fi
 if [ "$find_status" != 0 ] && [ ! -s "$work/errors" ]; then echo "the search failed: find exited $find_status" >&2; exit 2; fi
-printf 'searched %s file(s), %s, on %s\n' "$(tr -cd '\0' <"$work/files" | wc -c)" "$scope" "${mounts[*]}"
-cat "$work/found"
+printf 'searched %s file(s), %s, on / %s\n' "$(tr -cd '\0' <"$work/files" | wc -c)" "$scope" "${tops[*]:1}"
+sed -z "s#^$view##" "$work/found"
 "#;
 
 /// `security::ssh_config`: password and keyboard-interactive refused, root
@@ -164,25 +172,8 @@ pub fn firewall_config(machine: &Machine) -> CaseResult {
         .iter()
         .map(|port| machine.forward(*port).map(|addr| (*port, addr)))
         .collect::<Result<Vec<_>, _>>()?;
-    let seen: Vec<_> = std::thread::scope(|scope| {
-        let probes: Vec<_> = addrs
-            .iter()
-            .map(|(port, addr)| (*port, scope.spawn(move || probe(*addr, PROBE_WAIT))))
-            .collect();
-        probes
-            .into_iter()
-            .map(|(port, handle)| {
-                (
-                    port,
-                    handle
-                        .join()
-                        .unwrap_or_else(|_| Err(std::io::Error::other("probe panicked"))),
-                )
-            })
-            .collect()
-    });
-    for (port, result) in seen {
-        let seen = result.map_err(io)?;
+    let held = probe_from_outside(machine, &addrs)?;
+    for (port, seen) in held.iter().map(|(port, held)| (*port, &held.result)) {
         let listener = if listening.contains(&port) {
             " (the guest listens on it at a non-loopback address)"
         } else {
@@ -223,6 +214,12 @@ fn canary_dropped(machine: &Machine) -> CaseResult {
     // The guest's own address, not loopback: what the firewall sees from outside.
     let address =
         machine.succeed("ip -4 -o addr show scope global | awk 'NR == 1 { split($4, a, \"/\"); print a[1] }'")?;
+    expect(
+        !address.trim().is_empty(),
+        "the guest to have a global IPv4 address (the canary is reached at it from inside)",
+        "none (ip -4 addr show scope global)",
+        String::new,
+    )?;
     let inside = machine.succeed(&format!(
         "timeout 5 bash -c 'exec 3<>/dev/tcp/{}/{CANARY_PORT}; head -c 6 <&3'",
         address.trim()
@@ -233,7 +230,11 @@ fn canary_dropped(machine: &Machine) -> CaseResult {
         format!("{inside:?}"),
         String::new,
     )?;
-    let outside = probe(machine.forward(CANARY_PORT)?, PROBE_WAIT).map_err(io)?;
+    let canary = machine.forward(CANARY_PORT)?;
+    let outside = probe_from_outside(machine, &[(CANARY_PORT, canary)])?
+        .remove(0)
+        .1
+        .result;
     let ruleset = machine.succeed("sudo nft list ruleset")?;
     expect(
         outside == ProbeResult::Silent,
@@ -309,17 +310,16 @@ fn openssl_handshake(machine: &Machine, version: &str) -> Result<(bool, String),
         .trim()
         .to_string();
     let ok = out.status.success() && text.contains("Verify return code: 0 (ok)");
-    let refused = [
-        "alert",
-        "unsupported protocol",
-        "wrong version number",
-        "no protocols available",
-    ]
-    .iter()
-    .any(|sign| text.contains(sign));
+    // Only what the server sent is its refusal: an alert ("... alert protocol
+    // version ... SSL alert number 70") or a record of another version. A
+    // client that could not even try (its own floor, "no protocols
+    // available") proves nothing about the server.
+    let refused = ["SSL alert number", "wrong version number"]
+        .iter()
+        .any(|sign| text.contains(sign));
     if !ok && !refused {
         return Err(CaseFailure::new(format!(
-            "the {version} handshake with {} neither completed nor was refused by the server (no TLS alert): {}",
+            "the {version} handshake with {} neither completed nor was refused by the server (no TLS alert from it); this host's OpenSSL said: {}",
             machine.https_addr(),
             text.trim()
         )));
@@ -369,7 +369,8 @@ pub fn secrets_management(machine: &Machine) -> CaseResult {
     let secret = webhook_secret(machine)?;
     // The pattern comes from the secret's file: on a command line, sudo would
     // log the secret into the journal, on the disk this case searches.
-    let search = SECRET_SEARCH.replace("@STAMP@", IMAGE_BUILT_STAMP);
+    let since = machine.image().manifest.built_at.unwrap_or(0);
+    let search = SECRET_SEARCH.replace("@SINCE@", &since.to_string());
     let out = machine.execute_within(&format!("sudo bash -c {}", quote(&search)), SECRET_SEARCH_DEADLINE)?;
     if out.status != 0 {
         return Err(CaseFailure::new(format!(
@@ -399,6 +400,49 @@ pub fn secrets_management(machine: &Machine) -> CaseResult {
         answer.status,
         || answer.describe(),
     )
+}
+
+/// Probes each `(guest port, address)` from outside at once (a dropped port
+/// costs the whole PROBE_WAIT, so one after another would cost it for each)
+/// and holds the connections open while the guest's socket table is read:
+/// behind a QEMU forward, which accepts every connection itself, a port
+/// where the guest accepted the connection answered even when its listener
+/// waits for the client to speak first ([`ProbeResult::Accepted`]).
+fn probe_from_outside(machine: &Machine, addrs: &[(u16, SocketAddr)]) -> Result<Vec<(u16, HeldProbe)>, CaseFailure> {
+    let held: Vec<(u16, std::io::Result<HeldProbe>)> = std::thread::scope(|scope| {
+        let probes: Vec<_> = addrs
+            .iter()
+            .map(|(port, addr)| {
+                let through_forward = addr.ip().is_loopback();
+                (
+                    *port,
+                    scope.spawn(move || probe_held(*addr, PROBE_WAIT, through_forward)),
+                )
+            })
+            .collect();
+        probes
+            .into_iter()
+            .map(|(port, handle)| {
+                let result = handle
+                    .join()
+                    .unwrap_or_else(|_| Err(std::io::Error::other("probe panicked")));
+                (port, result)
+            })
+            .collect()
+    });
+    let mut held = held
+        .into_iter()
+        .map(|(port, result)| result.map(|held| (port, held)).map_err(io))
+        .collect::<Result<Vec<_>, _>>()?;
+    if addrs.iter().any(|(_, addr)| addr.ip().is_loopback()) {
+        let accepted = accepted_from(&machine.succeed("ss -Htan")?, USER_NET_HOST);
+        for (port, probe) in &mut held {
+            if probe.result == ProbeResult::Silent && accepted.contains(port) {
+                probe.result = ProbeResult::Accepted;
+            }
+        }
+    }
+    Ok(held)
 }
 
 /// The secret search's output: what it searched (its first line), then the

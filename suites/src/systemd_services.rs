@@ -13,6 +13,10 @@ use crate::failure::{expect, CaseFailure, CaseResult};
 /// How long a unit may take to become active after SSH answers.
 pub const UNIT_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// How long a read of a unit's state is tried again when the read itself
+/// fails (systemctl failing while D-Bus restarts): a failed probe is no verdict.
+pub const PROBE_RETRY: Duration = Duration::from_secs(30);
+
 /// Who a service's main process must run as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RunsAs {
@@ -90,10 +94,13 @@ pub fn postgresql(machine: &Machine) -> CaseResult {
 pub fn service_runs_as(machine: &Machine, component: &str, rule: RunsAs) -> CaseResult {
     let unit = machine.image().manifest.unit(component).map_err(CaseFailure::new)?;
     let user = machine
-        .succeed(&format!(
-            "pid=$(systemctl show -p MainPID --value {}); test \"$pid\" -gt 0; stat -c %U \"/proc/$pid\"",
-            quote(unit)
-        ))?
+        .wait_until_succeeds(
+            &format!(
+                "pid=$(systemctl show -p MainPID --value {}); test \"$pid\" -gt 0; stat -c %U \"/proc/$pid\"",
+                quote(unit)
+            ),
+            PROBE_RETRY,
+        )?
         .trim()
         .to_string();
     let (ok, expected) = match rule {
@@ -118,7 +125,10 @@ pub fn memory_max_is(machine: &Machine, component: &str) -> CaseResult {
     })?;
     let expected = bytes(limit)
         .ok_or_else(|| CaseFailure::new(format!("manifest limit {limit:?} of {component} is not a size")))?;
-    let seen = machine.succeed(&format!("systemctl show -p MemoryMax --value {}", quote(unit)))?;
+    let seen = machine.wait_until_succeeds(
+        &format!("systemctl show -p MemoryMax --value {}", quote(unit)),
+        PROBE_RETRY,
+    )?;
     expect(
         seen.trim() == expected.to_string(),
         &format!("{unit} MemoryMax={limit} ({expected} bytes)"),
@@ -156,12 +166,13 @@ pub fn service_is_healthy(machine: &Machine, component: &str) -> CaseResult {
     if first.up_for() >= STABLE_FOR {
         return Ok(());
     }
-    // Younger than the window: look until it would be STABLE_FOR old, or it changes.
+    // Younger than the window: look until it would be STABLE_FOR old, or it
+    // changes. One activation: the same ActiveEnterTimestampMonotonic and
+    // NRestarts (a reload keeps both, and may change the main process).
     let same_activation = |s: &UnitSnapshot| {
-        s.active_state == "active"
+        matches!(s.active_state.as_str(), "active" | "reloading")
             && s.active_since == first.active_since
             && s.n_restarts == first.n_restarts
-            && s.main_pid == first.main_pid
     };
     let last = machine.wait_until(
         &format!("{unit} to stay up for the stability window of {STABLE_FOR:?}"),
@@ -170,7 +181,8 @@ pub fn service_is_healthy(machine: &Machine, component: &str) -> CaseResult {
         || match machine.unit_snapshots(&[unit]) {
             Ok(mut snapshots) => {
                 let now = snapshots.remove(0);
-                if !same_activation(&now) || now.up_for() >= STABLE_FOR {
+                let reloading = now.active_state == "reloading";
+                if !same_activation(&now) || (!reloading && now.up_for() >= STABLE_FOR) {
                     Poll::Ready(now)
                 } else {
                     Poll::Pending(now.describe())
@@ -199,8 +211,18 @@ pub fn service_is_healthy(machine: &Machine, component: &str) -> CaseResult {
 /// How much longer than the window the second look may take (the guest busy).
 const WINDOW_SLACK: Duration = Duration::from_secs(30);
 
+/// One look at `unit`, tried again while the look itself fails.
 fn snapshot(machine: &Machine, unit: &str) -> Result<UnitSnapshot, CaseFailure> {
-    Ok(machine.unit_snapshots(&[unit])?.remove(0))
+    Ok(machine.wait_until(
+        &format!("a look at {unit}'s state"),
+        PROBE_RETRY,
+        Duration::from_millis(500),
+        || match machine.unit_snapshots(&[unit]) {
+            Ok(mut snapshots) => Poll::Ready(snapshots.remove(0)),
+            Err(e @ MachineError::QemuExited { .. }) => Poll::Abort(e),
+            Err(e) => Poll::Pending(e.to_string()),
+        },
+    )?)
 }
 
 /// Active, running, never restarted, and its main process alive, at `seen`.

@@ -46,6 +46,8 @@ fn a_signal_or_a_missing_exit_status_is_never_success() {
     }
     let err = machine.fail("kill -9 $$").unwrap_err();
     assert!(err.to_string().contains("signal KILL"), "{err}");
+    // A command using low descriptors of its own still has its status read.
+    assert_eq!(machine.execute("exec 9>/dev/null; false").unwrap().status, 1);
 
     // sshd cuts a channel that is silent for 3 s, with no exit-status and no exit-signal.
     machine
@@ -113,7 +115,7 @@ fn a_deadline_bounds_the_whole_command_and_ends_it_in_the_guest() {
     for said in [
         "rave-trickle",
         "6.0s",
-        "ended in the guest",
+        "SIGKILL sent in the guest",
         "output so far",
         "1\\n2\\n",
     ] {
@@ -138,6 +140,24 @@ fn a_deadline_bounds_the_whole_command_and_ends_it_in_the_guest() {
         machine.execute("pgrep -x -f 'sleep 30[1]'").unwrap().status,
         1,
         "the background child still runs in the guest"
+    );
+
+    // A command run by sudo (root, in a session of its own) is ended too.
+    let err = machine.execute_within("sudo sleep 302", deadline).unwrap_err();
+    assert!(matches!(err, MachineError::Timeout { .. }), "{err}");
+    assert_eq!(
+        machine.execute("pgrep -x -f 'sleep 30[2]'").unwrap().status,
+        1,
+        "the command sudo ran still runs in the guest"
+    );
+
+    // A command that reads stdin gets EOF at once.
+    let started = Instant::now();
+    assert_eq!(machine.succeed("cat").unwrap(), "");
+    assert!(
+        started.elapsed() < deadline,
+        "cat waited {:?} for stdin",
+        started.elapsed()
     );
 
     // A large stderr is read together with stdout: no stall.
