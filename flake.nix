@@ -83,7 +83,10 @@
               rave.safeMode = safe;
             }
           ]
-          ++ lib.optional (kind == "test") ./nixos/test-access.nix;
+          ++ lib.optionals (kind == "test") [
+            ./nixos/test-access.nix
+            { rave.testAccess = true; }
+          ];
         };
 
       imageOf = args: (mkSystem args).config.system.build.raveImage;
@@ -119,7 +122,7 @@
         name: image:
         let
           inherit (image) manifest;
-          bounds = import ./nixos/safe-mode.nix manifest.safe_mode;
+          bounds = import ./nixos/safe-mode.nix manifest.properties.safe_mode;
           script = pkgs.writeShellApplication {
             name = "rave-${name}";
             runtimeInputs = [
@@ -136,7 +139,7 @@
                 "" | *[!0-9]*) echo "rave: QEMU_RAM_MB and QEMU_CPUS must be whole numbers" >&2; exit 2 ;;
               esac
               if [ "$ram" -gt "$max_ram" ] || [ "$cpus" -gt "$max_cpus" ]; then
-                echo "rave: this image (SAFE=${if manifest.safe_mode then "1" else "0"}) allows at most $max_ram MiB and $max_cpus CPUs" >&2
+                echo "rave: this image (SAFE=${if manifest.properties.safe_mode then "1" else "0"}) allows at most $max_ram MiB and $max_cpus CPUs" >&2
                 exit 2
               fi
               accel=''${RAVE_ACCEL:-auto}
@@ -163,9 +166,11 @@
                 -device "virtio-net-pci,netdev=net0"
                 -device virtio-rng-pci
               )
-              if [ -e "$image/age-identity.txt" ]; then
-                args+=(-fw_cfg "name=opt/rave/age-identity,file=$image/age-identity.txt")
-              fi
+              for file in "$image"/fw-cfg/*; do
+                [ -e "$file" ] || continue
+                name=''${file##*/}
+                args+=(-fw_cfg "name=''${name//-//},file=$file")
+              done
               echo "rave ${name}: SSH on 127.0.0.1:$ssh_port, https://rave.local on 127.0.0.1:$https_port (CA: $image/ca.pem); Ctrl-a x quits" >&2
               qemu-system-x86_64 "''${args[@]}"
             '';
@@ -207,6 +212,26 @@
           '';
     in
     {
+      # For NixOS configurations of one's own: the test access the harness
+      # needs (its keys over fw_cfg, sudo, the tools checks run), and the
+      # harness image of a configuration (manifest schema 2).
+      nixosModules = {
+        testAccess = ./nixos/test-access.nix;
+        harnessImage = ./nixos/harness-image.nix;
+      };
+
+      # The harness image of a NixOS configuration of one's own (a
+      # lib.nixosSystem result), with test access:
+      #   rave.lib.harnessImage (nixpkgs.lib.nixosSystem { … modules = [ mine { harness.image.profile = "my-web"; } ]; })
+      lib.harnessImage =
+        configuration:
+        (configuration.extendModules {
+          modules = [
+            self.nixosModules.harnessImage
+            self.nixosModules.testAccess
+          ];
+        }).config.system.build.harnessImage;
+
       packages.${system} = images // {
         inherit (ravePackages)
           webhook-dispatcher

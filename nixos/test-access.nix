@@ -1,5 +1,6 @@
 # Test access, only in the images the harness boots (the flake's …-test
-# outputs; never in …-production). Nothing is committed or baked in: the run's
+# outputs; never in …-production), and a module any NixOS configuration can
+# import (the flake's nixosModules.testAccess). Nothing is committed or baked in: the run's
 # SSH key and a host key to pin reach the guest at boot through QEMU fw_cfg
 # (opt/rave/authorized_keys, opt/rave/ssh_host_ed25519_key), as on the Debian
 # flavor (images/debian/files/base/rave-test-access). The age identity
@@ -15,8 +16,6 @@ let
   fwCfg = "/sys/firmware/qemu_fw_cfg/by_name/opt/rave";
 in
 {
-  rave.testAccess = true;
-
   systemd.services.rave-test-access = {
     description = "rave test access: SSH keys handed over by QEMU fw_cfg";
     wantedBy = [
@@ -60,6 +59,14 @@ in
       echo "rave-test-access: keys installed"
     '';
   };
+
+  # The user the harness logs in as, and sshd (a configuration of one's own
+  # may have neither yet).
+  users.users.agent = {
+    isNormalUser = lib.mkDefault true;
+    group = lib.mkDefault "users";
+  };
+  services.openssh.enable = lib.mkDefault true;
 
   # Inspection and fault injection need root; only test images get this.
   security.sudo.extraRules = [

@@ -7,16 +7,36 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::config::AccelChoice;
 use crate::qemu_command::Accel;
 use crate::retry::{retry, Deadline, Poll, RetryError};
+
+/// How the accelerator is chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccelChoice {
+    /// Use KVM when a probe boot shows it works, else multi-threaded TCG.
+    Auto,
+    /// KVM or nothing: fail fast when it does not work.
+    Kvm,
+    /// Software emulation (multi-threaded TCG).
+    Tcg,
+}
+
+impl std::fmt::Display for AccelChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            AccelChoice::Auto => "auto",
+            AccelChoice::Kvm => "kvm",
+            AccelChoice::Tcg => "tcg",
+        })
+    }
+}
 
 /// How long a KVM probe may take; a working KVM needs about a second.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// KVM was demanded and does not work.
 #[derive(Debug, thiserror::Error)]
-#[error("RAVE_ACCEL=kvm, but KVM does not work on this host: {reason}. Use RAVE_ACCEL=tcg (or auto) to run under software emulation")]
+#[error("KVM does not work on this host: {reason}; use TCG (or auto) to run under software emulation")]
 pub struct KvmUnusable {
     /// What the probe found.
     pub reason: String,

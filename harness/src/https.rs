@@ -1,13 +1,11 @@
-//! HTTPS to a guest as a browser would reach it: `https://rave.local:3002`,
-//! resolved to the forwarded host port, the certificate verified against the
-//! image's CA and nothing else (no built-in roots, no "accept invalid").
+//! HTTPS to a guest as a browser would reach it: `https://HOST:PORT` with the
+//! host name its image names (the manifest's `https`), resolved to the
+//! forwarded host port, the certificate verified against the image's CA and
+//! nothing else (no built-in roots, no "accept invalid").
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
-
-/// The name the guest's certificate is issued to.
-pub const HOST_NAME: &str = "rave.local";
 
 /// Errors of an HTTPS exchange.
 #[derive(Debug, thiserror::Error)]
@@ -24,12 +22,10 @@ pub enum HttpsError {
         message: String,
     },
     /// The request failed (connection, TLS verification, timeout).
-    #[error("{method} https://{HOST_NAME}{path} ({addr}): {message}")]
+    #[error("{request} ({addr}): {message}")]
     Request {
-        /// The method.
-        method: String,
-        /// The path.
-        path: String,
+        /// The request, e.g. `GET https://rave.local/`.
+        request: String,
         /// Where `rave.local` was sent.
         addr: SocketAddr,
         /// What went wrong, with its causes.
@@ -67,13 +63,14 @@ impl HttpResponse {
 #[derive(Debug, Clone)]
 pub struct HttpsClient {
     client: reqwest::blocking::Client,
+    host: String,
     addr: SocketAddr,
 }
 
 impl HttpsClient {
-    /// Trusts only `ca_pem` and sends `rave.local` to `addr` (a forwarded
-    /// port on 127.0.0.1, or an attached target's address).
-    pub fn new(ca_pem: Option<&Path>, addr: SocketAddr, timeout: Duration) -> Result<Self, HttpsError> {
+    /// Trusts only `ca_pem` and sends `host` to `addr` (a forwarded port on
+    /// 127.0.0.1, or an attached target's address); every request is bounded by `timeout`.
+    pub fn new(ca_pem: Option<&Path>, host: &str, addr: SocketAddr, timeout: Duration) -> Result<Self, HttpsError> {
         let ca_path = ca_pem.ok_or(HttpsError::NoCa)?;
         let fail = |message: String| HttpsError::Ca {
             path: ca_path.display().to_string(),
@@ -85,12 +82,16 @@ impl HttpsClient {
             .use_rustls_tls()
             .tls_built_in_root_certs(false)
             .add_root_certificate(ca)
-            .resolve(HOST_NAME, addr)
+            .resolve(host, addr)
             .redirect(reqwest::redirect::Policy::none())
             .timeout(timeout)
             .build()
             .map_err(|e| fail(e.to_string()))?;
-        Ok(HttpsClient { client, addr })
+        Ok(HttpsClient {
+            client,
+            host: host.to_string(),
+            addr,
+        })
     }
 
     /// Sends `method path` with `headers` and `body`.
@@ -102,15 +103,15 @@ impl HttpsClient {
         body: Option<&str>,
     ) -> Result<HttpResponse, HttpsError> {
         let fail = |message: String| HttpsError::Request {
-            method: method.into(),
-            path: path.into(),
+            request: format!("{method} https://{}{path}", self.host),
             addr: self.addr,
             message,
         };
         let method_value = reqwest::Method::from_bytes(method.as_bytes()).map_err(|e| fail(e.to_string()))?;
-        let mut request = self
-            .client
-            .request(method_value, format!("https://{HOST_NAME}:{}{path}", self.addr.port()));
+        let mut request = self.client.request(
+            method_value,
+            format!("https://{}:{}{path}", self.host, self.addr.port()),
+        );
         for (k, v) in headers {
             request = request.header(*k, *v);
         }

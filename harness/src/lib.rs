@@ -1,44 +1,64 @@
-//! rave-harness: boots the rave system images (P0, P1, P2) under QEMU within
-//! RAM and CPU limits, and gives cases a [`Machine`] to prove over SSH and
-//! HTTPS that each system really works.
+//! rave-harness: boots system images under QEMU, within the RAM and CPUs
+//! given, and proves over SSH and HTTPS that each system really works. A
+//! green check means its claim held; a red one says which kind of red and
+//! why (see [`outcome`]).
 //!
-//! The pieces, one idea per module: [`config`] reads the environment,
-//! [`image_store`] builds and caches images, [`manifest`] says what an image
-//! holds, [`accel`] chooses KVM or TCG, [`qemu_command`] renders the argv,
-//! [`qemu_process`] owns QEMU, [`ssh`] and [`test_access`] get in, [`retry`]
-//! is the one wait, and [`machine`] puts them together. [`report`],
-//! [`events`], [`pushgateway`] and [`resources`] say what a run found and cost;
-//! [`doctor`] says whether a host can run it at all.
+//! This crate is the core: it knows nothing of any one product. An image is
+//! a directory with a [`Manifest`] (any label, any components); a check is a
+//! function of a [`Machine`]; the [`runner`] runs checks on guests from any
+//! source and reports them as events, a summary and JUnit. The rave images,
+//! their settings and their cases live in the `rave` and `rave-suites`
+//! crates, which use this one as anyone else would.
+//!
+//! The pieces, one idea per module:
+//! - [`image`]: what an image is and holds; [`boot_plan`]: how it boots, as
+//!   pure data; [`saved_state`]: a guest saved for restores.
+//! - [`machine`]: a booted or attached guest and the verbs on it;
+//!   [`error`]: what goes wrong, and which kind of red it is.
+//! - [`ssh`]: commands in the guest, under bash with `set -euo pipefail`,
+//!   each bounded by a deadline that bounds the whole of it ([`quote`]
+//!   quotes a word for them); [`https`]: verified HTTPS; [`ports`]: probes
+//!   from outside.
+//! - [`qemu_command`], [`qemu_process`], [`accel`], [`host`], [`reaper`],
+//!   [`resources`]: QEMU, owned so that it never outlives the harness.
+//! - [`runner`], [`steps`], [`outcome`], [`facts`]: running checks, and
+//!   saying what they found.
+//!
+//! The environment is never read here: every setting comes from the caller.
 #![deny(missing_docs)]
 
 pub mod accel;
-pub mod command_gate;
-pub mod config;
-pub mod console;
-pub mod doctor;
-pub mod events;
-pub mod guest_command;
-pub mod host_check;
+pub mod boot_plan;
+mod command_gate;
+mod console;
+pub mod error;
+pub mod facts;
+mod guest_command;
+pub mod host;
 pub mod https;
-pub mod image_store;
-pub mod launcher;
+pub mod image;
 pub mod machine;
-pub mod manifest;
+pub mod outcome;
 pub mod ports;
-pub mod pushgateway;
 pub mod qemu_command;
 pub mod qemu_process;
+mod qmp;
 pub mod reaper;
-pub mod report;
 pub mod resources;
 pub mod retry;
+pub mod runner;
+pub mod saved_state;
 pub mod ssh;
-pub mod ssh_pool;
+mod ssh_pool;
+pub mod steps;
 pub mod target;
 pub mod test_access;
-pub mod warm_start;
 
-pub use config::RunConfig;
-pub use launcher::{LaunchError, Launcher};
-pub use machine::{BootOptions, Machine, MachineError};
-pub use manifest::{Flavor, Image, Manifest, Profile};
+pub use boot_plan::BootOptions;
+pub use error::MachineError;
+pub use guest_command::quote;
+pub use host::Tools;
+pub use image::{Image, Manifest};
+pub use machine::Machine;
+pub use outcome::{expect, CheckError, CheckResult, Outcome, Red};
+pub use ssh::CommandOutput;

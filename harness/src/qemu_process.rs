@@ -9,7 +9,6 @@
 //! QEMU is forked from one spawner thread that lives as long as the process.
 
 use std::fs::File;
-use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -20,6 +19,7 @@ use std::time::Duration;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 
+use crate::qmp::Qmp;
 use crate::retry::{retry, Deadline, Poll};
 
 /// Errors of starting, watching and stopping QEMU.
@@ -86,7 +86,7 @@ fn spawn_from_lifetime_thread(command: Command) -> std::io::Result<Child> {
 #[derive(Debug)]
 pub struct QemuProcess {
     child: Child,
-    qmp_socket: PathBuf,
+    qmp: Qmp,
     exit: Option<ExitStatus>,
 }
 
@@ -128,7 +128,7 @@ impl QemuProcess {
         })?;
         Ok(QemuProcess {
             child,
-            qmp_socket: qmp_socket.into(),
+            qmp: Qmp::new(qmp_socket),
             exit: None,
         })
     }
@@ -153,13 +153,7 @@ impl QemuProcess {
         if self.exit_status().is_some() {
             return true;
         }
-        if self
-            .qmp(
-                |qmp| qmp.execute(&qapi::qmp::system_powerdown {}).map(|_| ()),
-                "system_powerdown",
-            )
-            .is_err()
-        {
+        if self.qmp.system_powerdown().is_err() {
             self.kill();
             return false;
         }
@@ -176,9 +170,9 @@ impl QemuProcess {
         true
     }
 
-    /// Runs a human-monitor command (e.g. `hostfwd_add …`) over QMP; returns its output.
-    pub fn monitor(&self, command_line: &str) -> Result<String, QemuError> {
-        monitor_at(&self.qmp_socket, command_line)
+    /// Its control socket.
+    pub fn qmp(&self) -> &Qmp {
+        &self.qmp
     }
 
     /// Kills the whole process group at once and reaps QEMU.
@@ -189,53 +183,6 @@ impl QemuProcess {
         let _ = killpg(Pid::from_raw(self.child.id() as i32), Signal::SIGKILL);
         self.exit = self.child.wait().ok();
     }
-
-    /// Runs one exchange on a fresh QMP connection.
-    fn qmp<T>(
-        &self,
-        exchange: impl FnOnce(&mut QmpConnection<'_>) -> Result<T, qapi::ExecuteError>,
-        command: &'static str,
-    ) -> Result<T, QemuError> {
-        qmp_at(&self.qmp_socket, exchange, command)
-    }
-}
-
-type QmpConnection<'a> = qapi::Qmp<qapi::Stream<std::io::BufReader<&'a UnixStream>, &'a UnixStream>>;
-
-/// Runs a human-monitor command over the QMP socket at `socket` (a QEMU this
-/// process may not own: an attached local guest's).
-pub fn monitor_at(socket: &Path, command_line: &str) -> Result<String, QemuError> {
-    qmp_at(
-        socket,
-        |qmp| {
-            qmp.execute(&qapi::qmp::human_monitor_command {
-                command_line: command_line.to_string(),
-                cpu_index: None,
-            })
-        },
-        "human-monitor-command",
-    )
-}
-
-/// Runs one exchange on a fresh connection to the QMP socket at `socket`,
-/// each read bounded by 5 s.
-fn qmp_at<T>(
-    socket: &Path,
-    exchange: impl FnOnce(&mut QmpConnection<'_>) -> Result<T, qapi::ExecuteError>,
-    command: &'static str,
-) -> Result<T, QemuError> {
-    let fail = |message: String| QemuError::Qmp {
-        command,
-        socket: socket.into(),
-        message,
-    };
-    let stream = UnixStream::connect(socket).map_err(|e| fail(e.to_string()))?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .map_err(|e| fail(e.to_string()))?;
-    let mut qmp = qapi::Qmp::from_stream(&stream);
-    qmp.handshake().map_err(|e| fail(e.to_string()))?;
-    exchange(&mut qmp).map_err(|e| fail(e.to_string()))
 }
 
 impl Drop for QemuProcess {

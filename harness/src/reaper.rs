@@ -4,12 +4,13 @@
 //!
 //! - SIGINT or SIGTERM: [`clean_up_on_signals`] kills every live guest,
 //!   removes its directory, and exits with 128 + the signal;
-//! - SIGKILL, where nothing can run: every state directory lives under
-//!   [`state_root`] and holds a lock its owner keeps for the guest's life; the
-//!   next harness to start ([`sweep_stale`]) removes those whose lock is free.
+//! - SIGKILL, where nothing can run: every state directory lives under a
+//!   state root the caller chooses ([`crate::BootOptions::state_root`]) and
+//!   holds a lock its owner keeps for the guest's life; the next harness to
+//!   start ([`sweep_stale`]) removes those whose lock is free.
 //!
-//! A directory asked for with `RAVE_KEEP_STATE=1` carries a `keep` mark and
-//! is never swept.
+//! A directory kept on purpose ([`crate::BootOptions::keep_state`]) carries
+//! a `keep` mark and is never swept.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -42,11 +43,6 @@ static STOPPING: AtomicI32 = AtomicI32::new(0);
 /// Held by the stopping thread from before it sets [`STOPPING`] until it exits the process.
 static CLEANING: Mutex<()> = Mutex::new(());
 
-/// Where every guest's state directory is made: `$TMPDIR/rave-harness`.
-pub fn state_root() -> PathBuf {
-    std::env::temp_dir().join("rave-harness")
-}
-
 /// Held by a live guest's owner; dropping it frees the directory for a sweep.
 #[derive(Debug)]
 pub struct OwnerLock {
@@ -75,12 +71,12 @@ fn live() -> std::sync::MutexGuard<'static, BTreeMap<u32, PathBuf>> {
     LIVE.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Removes the state directories under [`state_root`] whose owner is gone
-/// (its lock is free), killing a QEMU of theirs that still runs. Returns what
-/// it removed. Only a clean-up: what it cannot remove it leaves.
-pub fn sweep_stale() -> Vec<PathBuf> {
+/// Removes the state directories under `root` whose owner is gone (its
+/// lock is free), killing a QEMU of theirs that still runs. Returns what it
+/// removed. Only a clean-up: what it cannot remove it leaves.
+pub fn sweep_stale(root: &Path) -> Vec<PathBuf> {
     let mut removed = Vec::new();
-    let Ok(entries) = std::fs::read_dir(state_root()) else {
+    let Ok(entries) = std::fs::read_dir(root) else {
         return removed;
     };
     for entry in entries.flatten() {
@@ -202,34 +198,36 @@ mod tests {
 
     #[test]
     fn a_directory_is_swept_only_once_its_owner_lets_go() {
-        let root = state_root();
-        std::fs::create_dir_all(&root).unwrap();
+        let states = tempfile::tempdir().unwrap();
+        let root = states.path();
         let dir = tempfile::Builder::new()
             .prefix("sweep-test-")
-            .tempdir_in(&root)
+            .tempdir_in(root)
             .unwrap()
             .keep();
         let owner = own(&dir).unwrap();
-        assert!(!sweep_stale().contains(&dir), "swept while its owner holds the lock");
+        assert!(
+            !sweep_stale(root).contains(&dir),
+            "swept while its owner holds the lock"
+        );
         assert!(dir.is_dir());
         drop(owner);
-        assert!(sweep_stale().contains(&dir));
+        assert!(sweep_stale(root).contains(&dir));
         assert!(!dir.exists());
     }
 
     #[test]
     fn a_kept_directory_is_never_swept() {
-        let root = state_root();
-        std::fs::create_dir_all(&root).unwrap();
+        let states = tempfile::tempdir().unwrap();
+        let root = states.path();
         let dir = tempfile::Builder::new()
             .prefix("keep-test-")
-            .tempdir_in(&root)
+            .tempdir_in(root)
             .unwrap()
             .keep();
         drop(own(&dir).unwrap());
         std::fs::write(dir.join(KEEP_MARK), b"").unwrap();
-        assert!(!sweep_stale().contains(&dir));
+        assert!(!sweep_stale(root).contains(&dir));
         assert!(dir.is_dir());
-        std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -1,6 +1,5 @@
 //! What a guest costs the host: QEMU's peak resident memory and CPU time,
-//! sampled with sysinfo while the guest runs; and how to read a unit's memory
-//! against its limit from `systemctl show`.
+//! sampled with sysinfo while the guest runs.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
@@ -8,8 +7,6 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
-
-use crate::report::UnitMemory;
 
 /// How often QEMU's memory is sampled.
 pub const SAMPLE_INTERVAL: Duration = Duration::from_millis(250);
@@ -109,36 +106,9 @@ fn sample(system: &mut System, pid: u32, peak: &AtomicU64, cpu_ms: &AtomicU64) -
     }
 }
 
-/// Reads `systemctl show -p MemoryCurrent -p MemoryMax` output for `unit`:
-/// `[not set]` and `infinity` become `None`.
-pub fn parse_unit_memory(unit: &str, show_output: &str) -> UnitMemory {
-    let props = crate::machine::parse_properties(show_output);
-    let bytes = |key: &str| {
-        props
-            .get(key)
-            .and_then(|v| v.parse::<u64>().ok())
-            .filter(|v| *v != u64::MAX)
-    };
-    UnitMemory {
-        unit: unit.into(),
-        current_bytes: bytes("MemoryCurrent"),
-        max_bytes: bytes("MemoryMax"),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn unit_memory_from_systemctl_show() {
-        let m = parse_unit_memory("w.service", "MemoryCurrent=5242880\nMemoryMax=134217728\n");
-        assert_eq!((m.current_bytes, m.max_bytes), (Some(5_242_880), Some(134_217_728)));
-        let m = parse_unit_memory("w.service", "MemoryCurrent=[not set]\nMemoryMax=infinity\n");
-        assert_eq!((m.current_bytes, m.max_bytes), (None, None));
-        let m = parse_unit_memory("w.service", "MemoryCurrent=18446744073709551615\nMemoryMax=1\n");
-        assert_eq!((m.current_bytes, m.max_bytes), (None, Some(1)));
-    }
 
     #[test]
     fn samples_this_process() {

@@ -113,6 +113,7 @@ impl<T> ConnectionPool<T> {
     }
 
     /// How many connections are open (idle or taken).
+    #[cfg(test)]
     pub fn open(&self) -> usize {
         self.lock().open
     }

@@ -6,8 +6,6 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::manifest::{Flavor, Profile};
-
 /// A running target, described well enough to check it with no trust on
 /// first use: the SSH host key and the CA come with it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -15,10 +13,11 @@ use crate::manifest::{Flavor, Profile};
 pub struct TargetDescription {
     /// A name for logs.
     pub name: String,
-    /// Its profile.
-    pub profile: Profile,
-    /// Its flavor.
-    pub flavor: Flavor,
+    /// Its image's label (the manifest's `profile`).
+    pub profile: String,
+    /// How its image was built, for messages.
+    #[serde(default)]
+    pub flavor: Option<String>,
     /// The SSH host (an address or name).
     pub ssh_host: String,
     /// The SSH port.
@@ -29,10 +28,12 @@ pub struct TargetDescription {
     pub ssh_key: PathBuf,
     /// The host's public key (`ssh-ed25519 AAAA…`) to pin.
     pub ssh_host_key: String,
-    /// The HTTPS host.
-    pub https_host: String,
-    /// The HTTPS port (the guest's 3002).
-    pub https_port: u16,
+    /// Where its HTTPS port is reached (an address or name), when it serves HTTPS.
+    #[serde(default)]
+    pub https_host: Option<String>,
+    /// The port there.
+    #[serde(default)]
+    pub https_port: Option<u16>,
     /// The CA that signs the HTTPS certificate.
     pub ca_cert: Option<PathBuf>,
     /// The image manifest (components, limits, SSH user).
@@ -57,7 +58,7 @@ pub struct TargetDescription {
     pub pid: Option<u32>,
     /// The boot stages reached before the description was printed, when booted by `rave-harness boot`.
     #[serde(default)]
-    pub boot_stages: Vec<crate::report::BootStage>,
+    pub boot_stages: Vec<crate::facts::BootStage>,
     /// The guest's uptime (its own monotonic clock, seconds) when the
     /// harness's first command ran on it, when booted by `rave-harness boot`:
     /// against a unit's `ActiveEnterTimestampMonotonic`, a delay on one clock.

@@ -15,6 +15,9 @@ use crate::qemu_command::FwCfgFile;
 pub const FW_CFG_AUTHORIZED_KEYS: &str = "opt/rave/authorized_keys";
 /// The fw_cfg name under which the guest finds its SSH host key.
 pub const FW_CFG_HOST_KEY: &str = "opt/rave/ssh_host_ed25519_key";
+/// Every fw_cfg name test access hands over (the guest side of the protocol
+/// is `nixos/test-access.nix` and `images/debian/files/base/rave-test-access`).
+pub const FW_CFG_NAMES: [&str; 2] = [FW_CFG_AUTHORIZED_KEYS, FW_CFG_HOST_KEY];
 
 /// Errors of making or writing the run's keys.
 #[derive(Debug, thiserror::Error)]

@@ -9,6 +9,10 @@
 # manifest.json. The harness (`rave-harness images build`) calls this into a
 # temporary directory and renames it into its cache only when it succeeded.
 #
+# SAFE mode's values come from the harness, which reads them from the one
+# table, images/safe-mode.json: RAVE_RETENTION, RAVE_SCRAPE_INTERVAL and
+# RAVE_PROMETHEUS_MEMORY_MAX (SAFE says which column they are).
+#
 # Layers: a base rootfs (mmdebstrap with every package of every profile,
 # cached in CACHE/layers by the hash of its recipe) under p0, p1 on p0, p2 on
 # p1. Downloads (debs, npm tarballs) are cached in CACHE too, so a rebuild
@@ -35,10 +39,13 @@ done
 if [ -z "$profile" ] || [ -z "$out" ] || [ -z "$cache" ]; then usage; fi
 case "$profile" in p0|p1|p2) ;; *) die "unknown profile '$profile': use p0, p1 or p2" ;; esac
 case "${SAFE:-1}" in
-  1) safe=1 safe_json=true ;;
-  0) safe=0 safe_json=false ;;
+  1) safe_json=true ;;
+  0) safe_json=false ;;
   *) die "SAFE=${SAFE} is not valid: use 1 (default) or 0" ;;
 esac
+for var in RAVE_RETENTION RAVE_SCRAPE_INTERVAL RAVE_PROMETHEUS_MEMORY_MAX; do
+  [ -n "${!var:-}" ] || die "$var is not set: the harness passes SAFE mode's values from images/safe-mode.json (rave-harness images build)"
+done
 [ "$(id -u)" -eq 0 ] || die "must run as root (mmdebstrap --mode=root)"
 for tool in mmdebstrap mkfs.ext4 qemu-img age age-keygen openssl npm cargo unzip flock; do
   command -v "$tool" >/dev/null || die "$tool is missing: run scripts/setup"
@@ -188,28 +195,31 @@ if [ "$profile" = p2 ]; then
     "prometheus": { "unit": "prometheus.service" },
     "node-exporter": { "unit": "prometheus-node-exporter.service" },
     "pushgateway": { "unit": "prometheus-pushgateway.service" }'
-  if [ "$safe" = 1 ]; then limits="$limits"', "prometheus": "256M"'; else limits="$limits"', "prometheus": "512M"'; fi
+  limits="$limits"', "prometheus": "'"$RAVE_PROMETHEUS_MEMORY_MAX"'"'
 fi
 cat >"$out/manifest.json" <<JSON
 {
-  "schema": 1,
+  "schema": 2,
   "profile": "$profile",
   "flavor": "debian",
-  "safe_mode": $safe_json,
   "kernel": "vmlinuz",
   "initrd": "initrd.img",
   "disk": "disk.qcow2",
   "kernel_cmdline": "root=/dev/vda rw console=ttyS0 net.ifnames=0 quiet",
   "ssh_user": "agent",
   "ca_cert": "ca.pem",
-  "age_identity": "age-identity.txt",
+  "https": { "host": "rave.local", "port": 3002 },
+  "fw_cfg": { "opt/rave/age-identity": "age-identity.txt" },
   "built_at": $built_at,
   "components": {
     $components
   },
-  "limits": { $limits },
   "absent": {
     "grafana": "Debian does not package Grafana"
+  },
+  "properties": {
+    "safe_mode": $safe_json,
+    "limits": { $limits }
   }
 }
 JSON

@@ -4,7 +4,8 @@
 # Uses from build.sh: $here (this directory), $repo, $stage (artifacts:
 # node, vibe-kanban, claude-code-router, the dispatcher), $secrets_plain
 # (the plaintext secrets, only on the host, deleted after the build),
-# $age_recipient, $safe.
+# $age_recipient, and SAFE mode's values in $RAVE_RETENTION,
+# $RAVE_SCRAPE_INTERVAL and $RAVE_PROMETHEUS_MEMORY_MAX.
 
 layer_p0() {
   local root=$1 files="$here/files/p0"
@@ -65,8 +66,7 @@ layer_p1() {
 
 layer_p2() {
   local root=$1 files="$here/files/p2" obs="$repo/images/observability"
-  local retention scrape prometheus_max
-  if [ "$safe" = 1 ]; then retention=3d scrape=30s prometheus_max=256M; else retention=7d scrape=15s prometheus_max=512M; fi
+  local retention=$RAVE_RETENTION scrape=$RAVE_SCRAPE_INTERVAL prometheus_max=$RAVE_PROMETHEUS_MEMORY_MAX
   sed "s/@SCRAPE_INTERVAL@/$scrape/" "$obs/prometheus.yml.in" >"$root/etc/prometheus/prometheus.yml"
   install -D -m 0644 "$obs/alert-rules.yml" "$root/etc/prometheus/rules/rave.yml"
   printf 'ARGS="--web.listen-address=127.0.0.1:9090 --storage.tsdb.retention.time=%s"\n' "$retention" >"$root/etc/default/prometheus"

@@ -11,6 +11,9 @@ lib.fileset.toSource {
     (root + "/Cargo.lock")
     (root + "/harness")
     (root + "/suites")
+    (root + "/examples")
     (root + "/images/webhook-dispatcher")
+    # The SAFE table the rave crate reads at compile time (include_str!).
+    (root + "/images/safe-mode.json")
   ];
 }

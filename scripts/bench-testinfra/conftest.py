@@ -33,7 +33,7 @@ ATTACH_TIMEOUT = 30.0
 ATTACH_ATTEMPT_TIMEOUT = 10
 ATTACH_INTERVAL = 0.1
 #: The manifest schema rave-harness reads (manifest::SCHEMA).
-SCHEMA = 1
+SCHEMA = 2
 #: The profile whose cases this port holds.
 PROFILE = "p2"
 
@@ -179,6 +179,7 @@ def guest(target, host, pinned, manifest, ca_cert, forwards):
         pinned=pinned,
         manifest=manifest,
         https_addr=_resolve(target["https_host"], target["https_port"]),
+        qmp_socket=target.get("qmp_socket"),
         ca_cert=ca_cert,
         forwards=forwards,
     )

@@ -7,6 +7,7 @@ poll interval and deadline, as its Rust namesake on an attached target.
 import base64
 import functools
 import http.client
+import json
 import socket
 import ssl
 import time
@@ -126,15 +127,37 @@ def wait_until(poll, timeout, interval):
         time.sleep(min(interval, end - now))
 
 
+def qmp_human(path, command_line):
+    """One human-monitor command over QEMU's QMP socket (qmp.rs's hostfwd_add)."""
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(5)
+        sock.connect(path)
+        reader = sock.makefile("r")
+        json.loads(reader.readline())  # the greeting
+        for message in (
+            {"execute": "qmp_capabilities"},
+            {"execute": "human-monitor-command", "arguments": {"command-line": command_line}},
+        ):
+            sock.sendall((json.dumps(message) + "\n").encode())
+            while True:
+                answer = json.loads(reader.readline())
+                if "return" in answer or "error" in answer:
+                    break
+            if "error" in answer or answer.get("return", "").strip():
+                raise GuestError(f"QMP {command_line}: {answer}")
+
+
 class Manifest:
-    """The image manifest (manifest::Manifest), as the description names it."""
+    """The image manifest (image::Manifest, schema 2), with a rave image's
+    properties (rave::RaveImage), as the description names it."""
 
     def __init__(self, data):
         self.data = data
         self.profile = data["profile"]
-        self.flavor = data["flavor"]
-        self.safe_mode = bool(data["safe_mode"])
-        self.limits = data.get("limits") or {}
+        self.flavor = data.get("flavor")
+        properties = data.get("properties") or {}
+        self.safe_mode = bool(properties["safe_mode"])
+        self.limits = properties.get("limits") or {}
         self.components = data.get("components") or {}
         self.absent = data.get("absent") or {}
 
@@ -382,7 +405,7 @@ def probe(addr, wait):
 class Guest:
     """machine::Machine for an attached target: the verbs a case uses."""
 
-    def __init__(self, name, host, pinned, manifest, https_addr, ca_cert, forwards):
+    def __init__(self, name, host, pinned, manifest, https_addr, ca_cert, forwards, qmp_socket=None):
         self.name = name
         self.host = host  # testinfra.host.Host over PinnedParamikoBackend
         self.pinned = pinned
@@ -390,7 +413,8 @@ class Guest:
         self.ssh_addr = pinned.addr
         self.https_addr = https_addr
         self.ca_cert = ca_cert
-        self.forwards = forwards
+        self.forwards = dict(forwards)
+        self.qmp_socket = qmp_socket
         self._https = HttpsClient(ca_cert, https_addr, COMMAND_TIMEOUT)
 
     def close(self):
@@ -532,9 +556,19 @@ class Guest:
         return self.https("GET", path)
 
     def forward(self, guest_port):
-        """Where a connection from outside reaches `guest_port`: the
-        description's forward, else that port on the target's host."""
-        return (self.ssh_addr[0], self.forwards.get(guest_port, guest_port))
+        """Machine::forward on an attached target: the description's forward,
+        else a new one through its QMP socket (a local QEMU guest), else that
+        port on the target's host."""
+        if guest_port in self.forwards:
+            return (self.ssh_addr[0], self.forwards[guest_port])
+        if self.qmp_socket:
+            with socket.socket() as free:
+                free.bind(("127.0.0.1", 0))
+                host_port = free.getsockname()[1]
+            qmp_human(self.qmp_socket, f"hostfwd_add tcp:127.0.0.1:{host_port}-:{guest_port}")
+            self.forwards[guest_port] = host_port
+            return ("127.0.0.1", host_port)
+        return (self.ssh_addr[0], guest_port)
 
     def ssh_auth_probe(self, user, password):
         """ssh::probe_auth: the methods sshd offers `user` to an

@@ -1,23 +1,82 @@
 //! http-health: through nginx on 3002 with TLS verified against the image CA,
 //! each route answers as its service, and every answer carries the security headers.
 
-use rave_harness::https::HttpResponse;
-use rave_harness::machine::quote;
-use rave_harness::{Machine, MachineError};
+use rave_harness::outcome::{expect, CheckResult};
+use rave_harness::Machine;
 
-use crate::failure::{expect, CaseFailure, CaseResult};
-use crate::systemd_services::UNIT_TIMEOUT;
+use crate::case::{Case, Fault, ALL_PROFILES};
+use crate::checks::{
+    backends_ready, edit_nginx_site, fresh_delivery_key, post_push, security_headers, status_is, stop_unit, stored,
+    webhook_secret,
+};
 
-/// The headers every answer through nginx must carry, with the value each must have (if fixed).
-pub const SECURITY_HEADERS: &[(&str, Option<&str>)] = &[
-    ("strict-transport-security", None),
-    ("x-content-type-options", Some("nosniff")),
-    ("x-frame-options", None),
-    ("referrer-policy", None),
-];
+/// The suite's cases, each with its fault.
+pub fn cases() -> Vec<Case> {
+    vec![
+        Case {
+            suite: "http_health",
+            name: "vibe_kanban_response",
+            profiles: ALL_PROFILES,
+            components: &["nginx", "vibe-kanban"],
+            check: vibe_kanban_response,
+            fault: Fault {
+                description: "nginx's / serving a page of its own instead of vibe-kanban",
+                inject: |m| {
+                    edit_nginx_site(m, "s#proxy_pass http://127.0.0.1:3000;#default_type text/html; return 200 '<title>Welcome to nginx!</title>';#")
+                },
+                must_say: &["to be the vibe-kanban app", "Welcome to nginx"],
+            },
+            waits_long: false,
+        },
+        Case {
+            suite: "http_health",
+            name: "grafana_response",
+            profiles: ALL_PROFILES,
+            components: &["nginx", "grafana"],
+            check: grafana_response,
+            fault: Fault {
+                description: "the grafana unit stopped behind nginx",
+                inject: |m| stop_unit(m, "grafana"),
+                must_say: &["502"],
+            },
+            waits_long: false,
+        },
+        Case {
+            suite: "http_health",
+            name: "ccr_response",
+            profiles: ALL_PROFILES,
+            components: &["nginx", "claude-code-router"],
+            check: ccr_response,
+            fault: Fault {
+                description: "nginx's /ccr-ui/ proxied to a path claude-code-router does not serve",
+                inject: |m| {
+                    edit_nginx_site(
+                        m,
+                        "s#proxy_pass http://127.0.0.1:3456/ui/;#proxy_pass http://127.0.0.1:3456/nope/;#",
+                    )
+                },
+                must_say: &["GET /ccr-ui/ to answer 200", "saw 404"],
+            },
+            waits_long: false,
+        },
+        Case {
+            suite: "http_health",
+            name: "webhook_security",
+            profiles: ALL_PROFILES,
+            components: &["nginx", "webhook-dispatcher"],
+            check: webhook_security,
+            fault: Fault {
+                description: "nginx's X-Frame-Options header removed",
+                inject: |m| edit_nginx_site(m, "/X-Frame-Options/d"),
+                must_say: &["header x-frame-options", "None"],
+            },
+            waits_long: false,
+        },
+    ]
+}
 
 /// `http_health::vibe_kanban_response`: `/` is the vibe-kanban app, not an nginx page.
-pub fn vibe_kanban_response(machine: &Machine) -> CaseResult {
+pub fn vibe_kanban_response(machine: &Machine) -> CheckResult {
     backends_ready(machine, &[("vibe-kanban", 3000)])?;
     let answer = machine.https_get("/")?;
     status_is(&answer, "GET /", 200)?;
@@ -31,7 +90,7 @@ pub fn vibe_kanban_response(machine: &Machine) -> CaseResult {
 }
 
 /// `http_health::grafana_response`: `/grafana/api/health` says the database is ok.
-pub fn grafana_response(machine: &Machine) -> CaseResult {
+pub fn grafana_response(machine: &Machine) -> CheckResult {
     backends_ready(machine, &[("grafana", 3030)])?;
     let answer = machine.https_get("/grafana/api/health")?;
     status_is(&answer, "GET /grafana/api/health", 200)?;
@@ -45,7 +104,7 @@ pub fn grafana_response(machine: &Machine) -> CaseResult {
 }
 
 /// `http_health::ccr_response`: `/ccr-ui/` is claude-code-router's UI.
-pub fn ccr_response(machine: &Machine) -> CaseResult {
+pub fn ccr_response(machine: &Machine) -> CheckResult {
     backends_ready(machine, &[("claude-code-router", 3456)])?;
     let answer = machine.https_get("/ccr-ui/")?;
     status_is(&answer, "GET /ccr-ui/", 200)?;
@@ -61,7 +120,7 @@ pub fn ccr_response(machine: &Machine) -> CaseResult {
 /// `http_health::webhook_security`: no token and a wrong token get 401; the
 /// right token (the guest's decrypted secret) with a valid event gets 2xx and
 /// the event is stored once, also when delivered again; GET gets 405.
-pub fn webhook_security(machine: &Machine) -> CaseResult {
+pub fn webhook_security(machine: &Machine) -> CheckResult {
     backends_ready(machine, &[("webhook-dispatcher", 3001)])?;
     let secret = webhook_secret(machine)?;
     let key = fresh_delivery_key("rave-case");
@@ -100,97 +159,4 @@ pub fn webhook_security(machine: &Machine) -> CaseResult {
     let get = machine.https_get("/webhook")?;
     status_is(&get, "GET /webhook", 405)?;
     security_headers(&get, "GET /webhook")
-}
-
-/// Waits (bounded) until nginx and each backend's unit is active and its
-/// port listens: a service is "up" for a user only once it answers.
-pub fn backends_ready(machine: &Machine, backends: &[(&str, u16)]) -> CaseResult {
-    let manifest = &machine.image().manifest;
-    machine.wait_for_unit(manifest.unit("nginx").map_err(CaseFailure::new)?, UNIT_TIMEOUT)?;
-    machine.wait_for_open_port(crate::security::GUEST_HTTPS_PORT, UNIT_TIMEOUT)?;
-    for (component, port) in backends {
-        machine.wait_for_unit(manifest.unit(component).map_err(CaseFailure::new)?, UNIT_TIMEOUT)?;
-        machine.wait_for_open_port(*port, UNIT_TIMEOUT)?;
-    }
-    Ok(())
-}
-
-/// A delivery key no earlier request used (a fault test runs its case twice on one guest).
-pub fn fresh_delivery_key(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos();
-    format!("{prefix}-{nanos}")
-}
-
-/// POSTs a push event to `/webhook` as GitLab sends it, with `token` as
-/// X-Gitlab-Token (none: no header) and `key` as X-Gitlab-Event-UUID.
-pub fn post_push(machine: &Machine, token: Option<&str>, key: &str) -> Result<HttpResponse, MachineError> {
-    let mut headers = vec![
-        ("content-type", "application/json"),
-        ("x-gitlab-event", "Push Hook"),
-        ("x-gitlab-event-uuid", key),
-    ];
-    if let Some(token) = token {
-        headers.push(("x-gitlab-token", token));
-    }
-    machine.https(
-        "POST",
-        "/webhook",
-        &headers,
-        Some(r#"{"object_kind":"push","ref":"refs/heads/main"}"#),
-    )
-}
-
-/// The webhook secret as the dispatcher reads it (decrypted at boot).
-pub fn webhook_secret(machine: &Machine) -> Result<String, CaseFailure> {
-    Ok(machine
-        .succeed("sudo cat /run/secrets/webhook-gitlab-secret")?
-        .trim_end_matches('\n')
-        .to_string())
-}
-
-/// Rows the dispatcher stored for delivery `key`.
-pub fn stored(machine: &Machine, key: &str) -> Result<i64, CaseFailure> {
-    let sql = format!(
-        "SELECT count(*) FROM webhook_events WHERE delivery_key = '{}'",
-        key.replace('\'', "''")
-    );
-    let out = machine.succeed(&format!("sudo -u postgres psql -d webhook -XAtc {}", quote(&sql)))?;
-    out.trim()
-        .parse()
-        .map_err(|_| CaseFailure::new(format!("could not count stored events: {out:?}")))
-}
-
-/// Fails unless `answer` has `status`.
-pub fn status_is(answer: &HttpResponse, what: &str, status: u16) -> CaseResult {
-    expect(
-        answer.status == status,
-        &format!("{what} to answer {status}"),
-        answer.status,
-        || answer.describe(),
-    )
-}
-
-/// Fails unless `answer` carries every security header.
-pub fn security_headers(answer: &HttpResponse, what: &str) -> CaseResult {
-    for (name, value) in SECURITY_HEADERS {
-        let seen = answer.header(name);
-        let ok = match (seen, value) {
-            (Some(seen), Some(value)) => seen.eq_ignore_ascii_case(value),
-            (Some(seen), None) => !seen.is_empty(),
-            (None, _) => false,
-        };
-        expect(
-            ok,
-            &format!(
-                "{what}: header {name}{}",
-                value.map(|v| format!(": {v}")).unwrap_or_default()
-            ),
-            format!("{seen:?}"),
-            || answer.describe(),
-        )?;
-    }
-    Ok(())
 }

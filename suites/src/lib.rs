@@ -1,11 +1,13 @@
-//! The rave cases, one module per suite, and the catalog that names them,
-//! says where they apply and how each is proven able to fail.
+//! The rave cases, one module per suite, each case's check and its fault
+//! side by side; the checks several cases share; the catalog that puts the
+//! suites together; and the plan both front ends run them by.
 #![deny(missing_docs)]
 
+pub mod case;
 pub mod catalog;
-pub mod failure;
+pub mod checks;
 pub mod http_health;
 pub mod p2_observability;
-pub mod runner;
+pub mod plan;
 pub mod security;
 pub mod systemd_services;

@@ -4,14 +4,110 @@
 
 use std::time::Duration;
 
-use rave_harness::machine::quote;
+use rave_harness::outcome::{expect, CheckError, CheckResult};
 use rave_harness::retry::{retry, Deadline, Poll, RetryError};
 use rave_harness::Machine;
 use serde_json::Value;
 
-use crate::failure::{expect, CaseFailure, CaseResult};
-use crate::http_health::{fresh_delivery_key, post_push, webhook_secret};
-use crate::systemd_services::{bytes, service_is_healthy};
+use crate::case::{Case, Fault, OBSERVED};
+use crate::checks::{
+    backends_ready, bytes, fresh_delivery_key, override_unit, post_push, prometheus_api, prometheus_sees, rave_image,
+    stop_unit, unit_of, webhook_secret, SCRAPE_WAIT,
+};
+use crate::systemd_services::service_is_healthy;
+
+/// The suite's cases, each with its fault.
+pub fn cases() -> Vec<Case> {
+    vec![
+        Case {
+            suite: "p2_observability",
+            name: "prometheus_health",
+            profiles: OBSERVED,
+            components: &["prometheus"],
+            check: prometheus_health,
+            fault: Fault {
+                description: "Prometheus restarted with another retention",
+                inject: |m| {
+                    m.succeed("sudo sed -i 's/retention.time=[0-9a-z]*/retention.time=15d/' /etc/default/prometheus && sudo systemctl restart prometheus")
+                        .map(|_| ())
+                },
+                must_say: &["retention", "15d"],
+            },
+            waits_long: false,
+        },
+        Case {
+            suite: "p2_observability",
+            name: "prometheus_targets",
+            profiles: OBSERVED,
+            components: &["prometheus", "pushgateway", "node-exporter", "webhook-dispatcher"],
+            check: prometheus_targets,
+            fault: Fault {
+                description: "the pushgateway target corrupted (scraped at a port nothing serves)",
+                inject: |m| {
+                    m.succeed("sudo sed -i \"s/127.0.0.1:9091/127.0.0.1:9092/\" /etc/prometheus/prometheus.yml && sudo systemctl reload prometheus")
+                        .map(|_| ())
+                },
+                must_say: &["pushgateway: down", "9092"],
+            },
+            waits_long: true,
+        },
+        Case {
+            suite: "p2_observability",
+            name: "node_exporter",
+            profiles: OBSERVED,
+            components: &["node-exporter"],
+            check: node_exporter,
+            fault: Fault {
+                description: "the node exporter stopped",
+                inject: |m| stop_unit(m, "node-exporter"),
+                must_say: &["node_memory_MemTotal_bytes"],
+            },
+            waits_long: false,
+        },
+        Case {
+            suite: "p2_observability",
+            name: "grafana_integration",
+            profiles: OBSERVED,
+            components: &["grafana", "prometheus"],
+            check: grafana_integration,
+            fault: Fault {
+                description: "a provisioned dashboard removed",
+                inject: |m| stop_unit(m, "grafana"),
+                must_say: &["Grafana"],
+            },
+            waits_long: false,
+        },
+        Case {
+            suite: "p2_observability",
+            name: "webhook_metrics",
+            profiles: OBSERVED,
+            components: &["prometheus", "pushgateway", "webhook-dispatcher"],
+            check: webhook_metrics,
+            fault: Fault {
+                description: "the webhook-dispatcher scrape job removed from Prometheus",
+                inject: |m| {
+                    m.succeed("sudo sed -i '/job_name: webhook-dispatcher/,$d' /etc/prometheus/prometheus.yml && sudo systemctl reload prometheus")
+                        .map(|_| ())
+                },
+                must_say: &["to scrape webhook_requests_total"],
+            },
+            waits_long: true,
+        },
+        Case {
+            suite: "p2_observability",
+            name: "safe_mode_constraints",
+            profiles: OBSERVED,
+            components: &["prometheus"],
+            check: safe_mode_constraints,
+            fault: Fault {
+                description: "Prometheus's MemoryMax raised to 1G",
+                inject: |m| override_unit(m, "prometheus", "[Service]\nMemoryMax=1G\n"),
+                must_say: &["MemoryMax=256M", "MemoryMax=1073741824"],
+            },
+            waits_long: false,
+        },
+    ]
+}
 
 /// The scrape jobs the contract configures.
 pub const JOBS: &[&str] = &["prometheus", "node", "pushgateway", "webhook-dispatcher"];
@@ -23,12 +119,10 @@ pub const ALERTS: &[&str] = &[
     "ServiceDown",
     "WebhookErrorRate",
 ];
-/// Long enough for two scrapes at SAFE mode's 30 s interval.
-pub const SCRAPE_WAIT: Duration = Duration::from_secs(75);
 
 /// `p2_observability::prometheus_health`: healthy and ready, with the
 /// retention and scrape interval of the SAFE mode the image was built with.
-pub fn prometheus_health(machine: &Machine) -> CaseResult {
+pub fn prometheus_health(machine: &Machine) -> CheckResult {
     service_is_healthy(machine, "prometheus")?;
     // A (re)started Prometheus answers only after it has loaded its data.
     machine.wait_until_succeeds("curl -fsS -o /dev/null http://127.0.0.1:9090/-/ready", SCRAPE_WAIT)?;
@@ -43,11 +137,9 @@ pub fn prometheus_health(machine: &Machine) -> CaseResult {
             String::new,
         )?;
     }
-    let (retention, interval) = if machine.image().manifest.safe_mode {
-        ("3d", "30s")
-    } else {
-        ("7d", "15s")
-    };
+    let image = rave_image(machine)?;
+    let safe = image.safe_values();
+    let (retention, interval) = (safe.retention.as_str(), safe.scrape_interval.as_str());
     let flags = prometheus_api(machine, "/api/v1/status/flags")?;
     let seen = flags["storage.tsdb.retention.time"]
         .as_str()
@@ -55,7 +147,7 @@ pub fn prometheus_health(machine: &Machine) -> CaseResult {
         .to_string();
     expect(
         seen == retention,
-        &format!("retention {retention} (SAFE={})", machine.image().manifest.safe_mode),
+        &format!("retention {retention} (SAFE={})", image.properties.safe_mode),
         &seen,
         String::new,
     )?;
@@ -81,8 +173,8 @@ pub fn prometheus_health(machine: &Machine) -> CaseResult {
 /// A scrape that timed out while the host was busy is looked at again at the
 /// next scrape; a target that refuses the connection, or a job with no
 /// target, fails at once.
-pub fn prometheus_targets(machine: &Machine) -> CaseResult {
-    crate::http_health::backends_ready(
+pub fn prometheus_targets(machine: &Machine) -> CheckResult {
+    backends_ready(
         machine,
         &[
             ("prometheus", 9090),
@@ -96,7 +188,7 @@ pub fn prometheus_targets(machine: &Machine) -> CaseResult {
         .succeed("date +%s.%N")?
         .trim()
         .parse()
-        .map_err(|e| CaseFailure::new(format!("the guest's `date +%s.%N` is not a number: {e}")))?;
+        .map_err(|e| CheckError::harness(format!("the guest's `date +%s.%N` is not a number: {e}")))?;
     let expected =
         format!("every target of {JOBS:?} up in a scrape newer than the case's start (waited up to {SCRAPE_WAIT:?})");
     let waited = retry(Deadline::new(SCRAPE_WAIT, Duration::from_secs(2)), || {
@@ -112,7 +204,7 @@ pub fn prometheus_targets(machine: &Machine) -> CaseResult {
         if jobs.iter().all(|(_, h)| *h == TargetHealth::Up) {
             Poll::Ready(())
         } else if jobs.iter().any(|(_, h)| h.is_final()) {
-            Poll::Abort(CaseFailure::new(format!("expected {expected}, saw {seen}\n")))
+            Poll::Abort(CheckError::failed(format!("expected {expected}, saw {seen}\n")))
         } else {
             Poll::Pending(seen)
         }
@@ -120,7 +212,7 @@ pub fn prometheus_targets(machine: &Machine) -> CaseResult {
     waited.map_err(|e| match e {
         RetryError::Aborted(failure) => failure,
         RetryError::Expired { waited, last_seen } => {
-            CaseFailure::new(format!("expected {expected}, saw {last_seen} (after {waited:.1?})\n"))
+            CheckError::failed(format!("expected {expected}, saw {last_seen} (after {waited:.1?})\n"))
         }
     })
 }
@@ -162,7 +254,7 @@ impl std::fmt::Display for TargetHealth {
 }
 
 /// Each of [`JOBS`] with the health of its targets in scrapes newer than `since` (guest epoch seconds).
-fn target_health(machine: &Machine, since: f64) -> Result<Vec<(&'static str, TargetHealth)>, CaseFailure> {
+fn target_health(machine: &Machine, since: f64) -> Result<Vec<(&'static str, TargetHealth)>, CheckError> {
     // Timestamps first: the targets read after them are never older than a scrape judged fresh.
     let scraped = prometheus_api(machine, "/api/v1/query?query=timestamp(up)")?;
     let targets = prometheus_api(machine, "/api/v1/targets?state=active")?;
@@ -209,18 +301,18 @@ fn target_health(machine: &Machine, since: f64) -> Result<Vec<(&'static str, Tar
 }
 
 /// `p2_observability::node_exporter`: `node_memory_MemTotal_bytes` equals the guest's MemTotal (±1%).
-pub fn node_exporter(machine: &Machine) -> CaseResult {
+pub fn node_exporter(machine: &Machine) -> CheckResult {
     let exported = machine
         .succeed("curl -fsS http://127.0.0.1:9100/metrics | awk '$1 == \"node_memory_MemTotal_bytes\" { print $2 }'")?;
     let exported: f64 = exported
         .trim()
         .parse()
-        .map_err(|_| CaseFailure::new(format!("node_memory_MemTotal_bytes not exported (saw {exported:?})")))?;
+        .map_err(|_| CheckError::failed(format!("node_memory_MemTotal_bytes not exported (saw {exported:?})")))?;
     let kb: f64 = machine
         .succeed("awk '$1 == \"MemTotal:\" { print $2 }' /proc/meminfo")?
         .trim()
         .parse()
-        .map_err(|_| CaseFailure::new("no MemTotal in /proc/meminfo"))?;
+        .map_err(|_| CheckError::harness("no MemTotal in /proc/meminfo"))?;
     let actual = kb * 1024.0;
     expect(
         ((exported - actual) / actual).abs() <= 0.01,
@@ -232,7 +324,7 @@ pub fn node_exporter(machine: &Machine) -> CaseResult {
 
 /// `p2_observability::grafana_integration`: the Prometheus datasource and the
 /// three dashboards are provisioned, and a query through Grafana returns `up`.
-pub fn grafana_integration(machine: &Machine) -> CaseResult {
+pub fn grafana_integration(machine: &Machine) -> CheckResult {
     let health = machine.succeed("curl -fsS http://127.0.0.1:3030/api/health")?;
     expect(health.contains("\"ok\""), "Grafana healthy", health, String::new)?;
     let search = machine.succeed("curl -fsS 'http://127.0.0.1:3030/api/search?type=dash-db'")?;
@@ -257,15 +349,15 @@ pub fn grafana_integration(machine: &Machine) -> CaseResult {
 /// `p2_observability::webhook_metrics`: one accepted and one rejected webhook
 /// raise the request and error counters by exactly those counts, Prometheus
 /// scrapes the new values, and a job metric pushed to the pushgateway is scraped too.
-pub fn webhook_metrics(machine: &Machine) -> CaseResult {
-    let read = || -> Result<(f64, f64), CaseFailure> {
+pub fn webhook_metrics(machine: &Machine) -> CheckResult {
+    let read = || -> Result<(f64, f64), CheckError> {
         let text = machine.succeed("curl -fsS http://127.0.0.1:3001/metrics")?;
         Ok((
             metric(&text, "webhook_requests_total")?,
             metric(&text, "webhook_errors_total")?,
         ))
     };
-    crate::http_health::backends_ready(
+    backends_ready(
         machine,
         &[
             ("webhook-dispatcher", 3001),
@@ -277,7 +369,7 @@ pub fn webhook_metrics(machine: &Machine) -> CaseResult {
     let key = fresh_delivery_key("rave-metrics");
     let send = |token: &str| post_push(machine, Some(token), &key);
     // The counters are the guest's: no other case's request may land in between.
-    let (requests_after, errors_after) = machine.exclusively(|| -> Result<(f64, f64), CaseFailure> {
+    let (requests_after, errors_after) = machine.exclusively(|| -> Result<(f64, f64), CheckError> {
         let (requests_before, errors_before) = read()?;
         let accepted = send(&secret)?;
         expect(
@@ -323,28 +415,22 @@ pub fn webhook_metrics(machine: &Machine) -> CaseResult {
 /// `p2_observability::safe_mode_constraints`: MemoryMax of prometheus (and
 /// grafana, where the flavor has it) is the SAFE-mode value, MemoryCurrent is
 /// under it, and the five alert rules are loaded.
-pub fn safe_mode_constraints(machine: &Machine) -> CaseResult {
-    let manifest = &machine.image().manifest;
-    let (prometheus_max, grafana_max) = if manifest.safe_mode {
-        ("256M", "128M")
-    } else {
-        ("512M", "256M")
-    };
-    let mut limits = vec![("prometheus", prometheus_max)];
-    if manifest.unit("grafana").is_ok() {
-        limits.push(("grafana", grafana_max));
+pub fn safe_mode_constraints(machine: &Machine) -> CheckResult {
+    let image = rave_image(machine)?;
+    let safe = image.safe_values();
+    let mut limits = vec![("prometheus", safe.prometheus_memory_max.as_str())];
+    if machine.image().manifest.unit("grafana").is_ok() {
+        limits.push(("grafana", safe.grafana_memory_max.as_str()));
     }
     for (component, limit) in limits {
-        let unit = manifest.unit(component).map_err(CaseFailure::new)?;
-        let props = rave_harness::machine::parse_properties(
-            &machine.succeed(&format!("systemctl show -p MemoryMax -p MemoryCurrent {}", quote(unit)))?,
-        );
-        let max = props.get("MemoryMax").cloned().unwrap_or_default();
-        let current = props.get("MemoryCurrent").and_then(|c| c.parse::<u64>().ok());
+        let unit = unit_of(machine, component)?;
+        let props = machine.unit_properties(unit, &["MemoryMax", "MemoryCurrent"])?;
+        let max = props["MemoryMax"].clone();
+        let current = props["MemoryCurrent"].parse::<u64>().ok();
         let expected = bytes(limit).unwrap_or(0);
         expect(
             max == expected.to_string(),
-            &format!("{unit} MemoryMax={limit} (SAFE={})", manifest.safe_mode),
+            &format!("{unit} MemoryMax={limit} (SAFE={})", image.properties.safe_mode),
             format!("MemoryMax={max}"),
             String::new,
         )?;
@@ -372,63 +458,13 @@ pub fn safe_mode_constraints(machine: &Machine) -> CaseResult {
     )
 }
 
-/// The `data` of a Prometheus API answer, fetched inside the guest.
-fn prometheus_api(machine: &Machine, path: &str) -> Result<Value, CaseFailure> {
-    let text = machine.succeed(&format!("curl -fsS {}", quote(&format!("http://127.0.0.1:9090{path}"))))?;
-    let value: Value = serde_json::from_str(&text)
-        .map_err(|e| CaseFailure::new(format!("Prometheus {path} is not JSON ({e}): {text}")))?;
-    Ok(value["data"].clone())
-}
-
-/// Waits (bounded) until Prometheus's value of `query` compares to `value`
-/// as `op` (a PromQL comparison such as `==` or `>=`) in a scrape it holds.
-fn prometheus_sees(machine: &Machine, query: &str, op: &str, value: f64) -> CaseResult {
-    let condition = format!("{query} {op} {}", format_value(value));
-    // A comparison without `bool` keeps only the series that meet it: a non-empty result.
-    let command = format!(
-        "curl -fsS -G --data-urlencode {} http://127.0.0.1:9090/api/v1/query",
-        quote(&format!("query={condition}")),
-    );
-    machine
-        .wait_until(
-            &format!("Prometheus to hold {condition}"),
-            SCRAPE_WAIT,
-            Duration::from_millis(500),
-            || match machine.execute(&command) {
-                Ok(out) if out.status == 0 => match serde_json::from_str::<Value>(&out.stdout) {
-                    Ok(answer) if answer["data"]["result"].as_array().is_some_and(|r| !r.is_empty()) => Poll::Ready(()),
-                    Ok(answer) => Poll::Pending(format!("no series meets it: {}", answer["data"])),
-                    Err(e) => Poll::Pending(format!("Prometheus' answer is not JSON ({e}): {}", out.stdout)),
-                },
-                Ok(out) => Poll::Pending(format!("exit {}: {}", out.status, out.stderr.trim())),
-                Err(e @ rave_harness::MachineError::QemuExited { .. }) => Poll::Abort(e),
-                Err(e) => Poll::Pending(e.to_string()),
-            },
-        )
-        .map(|_| ())
-        .map_err(|e| {
-            CaseFailure::new(format!(
-                "expected Prometheus to scrape {condition} within {SCRAPE_WAIT:?}, it did not:\n{e}"
-            ))
-        })
-}
-
-/// Prometheus's text form of a sample value (integers without a fraction).
-fn format_value(v: f64) -> String {
-    if v.fract() == 0.0 {
-        format!("{}", v as i64)
-    } else {
-        v.to_string()
-    }
-}
-
 /// A sample's value from the Prometheus text format.
-fn metric(text: &str, name: &str) -> Result<f64, CaseFailure> {
+fn metric(text: &str, name: &str) -> Result<f64, CheckError> {
     text.lines()
         .find_map(|l| {
             l.strip_prefix(name)
                 .and_then(|rest| rest.strip_prefix(' '))
                 .and_then(|v| v.trim().parse().ok())
         })
-        .ok_or_else(|| CaseFailure::new(format!("metric {name} not exposed by the dispatcher")))
+        .ok_or_else(|| CheckError::failed(format!("metric {name} not exposed by the dispatcher")))
 }

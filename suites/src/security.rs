@@ -1,25 +1,102 @@
 //! security: checked from outside the guest where the spec says so, as an
 //! attacker would: SSH logins, TLS handshakes by version, forwarded probes.
 
+use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
 
-use rave_harness::machine::{parse_properties, quote};
-use std::net::SocketAddr;
-
+use rave_harness::machine::parse_properties;
+use rave_harness::outcome::{expect, CheckError, CheckResult};
 use rave_harness::ports::{accepted_from, probe, probe_held, HeldProbe, ProbeResult, USER_NET_HOST};
-use rave_harness::{Machine, MachineError};
+use rave_harness::{quote, Machine, MachineError};
 
-use crate::failure::{expect, CaseFailure, CaseResult};
-use crate::http_health::{backends_ready, fresh_delivery_key, post_push, status_is, webhook_secret};
+use crate::case::{Case, Fault, HARDENED};
+use crate::checks::{
+    backends_ready, edit_nginx_site, fresh_delivery_key, https_port, post_push, status_is, webhook_secret,
+};
 
-/// nginx's HTTPS port in the guest.
-pub const GUEST_HTTPS_PORT: u16 = rave_harness::machine::GUEST_HTTPS_PORT;
+/// The suite's cases, each with its fault.
+pub fn cases() -> Vec<Case> {
+    vec![
+        Case {
+            suite: "security",
+            name: "tls_config",
+            profiles: HARDENED,
+            components: &["nginx", "secrets"],
+            check: tls_config,
+            fault: Fault {
+                description: "nginx allowed TLS 1.0 and 1.1",
+                inject: |m| {
+                    edit_nginx_site(
+                        m,
+                        "s/ssl_protocols TLSv1.2 TLSv1.3;/ssl_protocols TLSv1 TLSv1.1 TLSv1.2 TLSv1.3; ssl_ciphers DEFAULT@SECLEVEL=0;/",
+                    )
+                },
+                must_say: &["handshake to be refused"],
+            },
+            waits_long: false,
+        },
+        Case {
+            suite: "security",
+            name: "ssh_config",
+            profiles: HARDENED,
+            components: &["sshd"],
+            check: ssh_config,
+            fault: Fault {
+                description: "sshd allowed password login",
+                inject: |m| {
+                    m.succeed("printf 'PasswordAuthentication yes\\n' | sudo tee /etc/ssh/sshd_config.d/00-fault.conf >/dev/null && sudo systemctl reload ssh")?;
+                    // The reload re-executes sshd: hand the guest over once it answers again.
+                    m.wait_for_ssh(Duration::from_secs(60))
+                },
+                must_say: &["password"],
+            },
+            waits_long: false,
+        },
+        Case {
+            suite: "security",
+            name: "firewall_config",
+            profiles: HARDENED,
+            components: &["firewall"],
+            check: firewall_config,
+            fault: Fault {
+                description: "a listener on 0.0.0.0:8099 that waits for the client to speak first, and an accept rule for its port",
+                inject: |m| {
+                    m.succeed(
+                        "sudo systemd-run --unit=rave-fault-listener --collect -p Type=simple systemd-socket-activate -l 0.0.0.0:8099 --accept --inetd /bin/cat \
+                         && sudo nft insert rule inet filter input tcp dport 8099 accept",
+                    )?;
+                    m.wait_until_succeeds(
+                        "ss -Htln 'sport = :8099' | grep -F 0.0.0.0:8099 >/dev/null",
+                        Duration::from_secs(30),
+                    )
+                    .map(|_| ())
+                },
+                must_say: &["guest port 8099", "Accepted"],
+            },
+            waits_long: false,
+        },
+        Case {
+            suite: "security",
+            name: "secrets_management",
+            profiles: HARDENED,
+            components: &["secrets", "webhook-dispatcher"],
+            check: secrets_management,
+            fault: Fault {
+                description: "the webhook secret copied in plaintext to /usr/local/lib/rave-leak/caf\\xe9 (its times kept, its name not UTF-8)",
+                inject: |m| {
+                    m.succeed("sudo install -d /usr/local/lib/rave-leak && sudo cp -p /run/secrets/webhook-gitlab-secret \"/usr/local/lib/rave-leak/caf$(printf '\\351')\"")
+                        .map(|_| ())
+                },
+                must_say: &["plaintext nowhere but /run/secrets", "/usr/local/lib/rave-leak/caf\u{fffd}"],
+            },
+            waits_long: false,
+        },
+    ]
+}
 
 /// Guest ports that must not answer from outside (services bound to loopback, or none).
 pub const CLOSED_PORTS: &[u16] = &[3000, 3001, 3030, 3456, 5432, 9090, 9091, 9100];
-/// The only guest ports that may answer from outside.
-pub const OPEN_PORTS: &[u16] = &[22, GUEST_HTTPS_PORT];
 /// The port of the canary listener the firewall case starts in the guest.
 pub const CANARY_PORT: u16 = 8765;
 /// How long a probe waits for an answer before calling the port silent.
@@ -97,7 +174,7 @@ sed -z "s#^$view##" "$work/found"
 /// `security::ssh_config`: password and keyboard-interactive refused, root
 /// refused even with the valid key, `agent` gets in with its key, and the
 /// effective configuration says so.
-pub fn ssh_config(machine: &Machine) -> CaseResult {
+pub fn ssh_config(machine: &Machine) -> CheckResult {
     let probe = machine.ssh_auth_probe("agent", "password")?;
     expect(
         !probe.password_accepted
@@ -147,7 +224,7 @@ pub fn ssh_config(machine: &Machine) -> CaseResult {
 /// `security::firewall_config`: from outside only 22 and 3002 answer; the
 /// closed ports get no answer; a canary on 0.0.0.0 answers inside but is
 /// dropped outside (silence, not a reset); the input policy is drop.
-pub fn firewall_config(machine: &Machine) -> CaseResult {
+pub fn firewall_config(machine: &Machine) -> CheckResult {
     backends_ready(machine, &[("vibe-kanban", 3000)])?;
     let ssh = probe(machine.ssh_addr(), PROBE_WAIT).map_err(io)?;
     expect(
@@ -160,11 +237,12 @@ pub fn firewall_config(machine: &Machine) -> CaseResult {
     // Every port the guest listens on at an address other than loopback,
     // and the contract's closed ports: none but 22 and 3002 may answer.
     let listening = exposed_ports(&machine.succeed("ss -Htln")?);
+    let open_ports = [22, https_port(machine)?];
     let ports: std::collections::BTreeSet<u16> = listening
         .iter()
         .chain(CLOSED_PORTS)
         .copied()
-        .filter(|p| !OPEN_PORTS.contains(p))
+        .filter(|p| !open_ports.contains(p))
         .collect();
     // All at once: a dropped port costs the whole PROBE_WAIT, so one after
     // another would cost it for each port.
@@ -188,7 +266,7 @@ pub fn firewall_config(machine: &Machine) -> CaseResult {
     }
     // The canary lives only for this case: the guest is left as it was
     // found (an attached target too), whatever the checks say.
-    let canary_up = || -> Result<bool, CaseFailure> {
+    let canary_up = || -> Result<bool, CheckError> {
         let out = machine.succeed(&format!("ss -Htln 'sport = :{CANARY_PORT}'"))?;
         Ok(out.contains(&format!("0.0.0.0:{CANARY_PORT}")))
     };
@@ -206,7 +284,7 @@ pub fn firewall_config(machine: &Machine) -> CaseResult {
 }
 
 /// The canary answers inside the guest, is dropped outside; the input policy is drop.
-fn canary_dropped(machine: &Machine) -> CaseResult {
+fn canary_dropped(machine: &Machine) -> CheckResult {
     machine.wait_until_succeeds(
         &format!("ss -Htln 'sport = :{CANARY_PORT}' | grep -F 0.0.0.0:{CANARY_PORT} >/dev/null"),
         Duration::from_secs(30),
@@ -256,7 +334,7 @@ fn canary_dropped(machine: &Machine) -> CaseResult {
 /// `security::tls_config`: the certificate chains to the image CA, names
 /// rave.local and is valid now (the HTTPS client verifies all three); TLS 1.2
 /// and 1.3 handshake; TLS 1.0 and 1.1 are refused; the key is not readable by others.
-pub fn tls_config(machine: &Machine) -> CaseResult {
+pub fn tls_config(machine: &Machine) -> CheckResult {
     backends_ready(machine, &[("vibe-kanban", 3000)])?;
     status_is(&machine.https_get("/")?, "GET / verified against the image CA", 200)?;
     for version in ["-tls1_2", "-tls1_3"] {
@@ -285,19 +363,22 @@ pub fn tls_config(machine: &Machine) -> CaseResult {
 /// handshake that neither completed nor was refused by the server (a TLS
 /// alert, an unsupported version) is an error: a connection that failed
 /// proves no refusal.
-fn openssl_handshake(machine: &Machine, version: &str) -> Result<(bool, String), CaseFailure> {
+fn openssl_handshake(machine: &Machine, version: &str) -> Result<(bool, String), CheckError> {
     let ca = machine
         .ca_cert()
-        .ok_or_else(|| CaseFailure::new("the target has no CA certificate"))?;
+        .ok_or_else(|| CheckError::harness("the target has no CA certificate"))?;
+    let addr = machine
+        .https_addr()
+        .ok_or_else(|| CheckError::harness("the target serves no HTTPS"))?;
     let out = Command::new("timeout")
         .args(["20", "openssl", "s_client", "-connect"])
-        .arg(machine.https_addr().to_string())
+        .arg(addr.to_string())
         .args(["-servername", "rave.local", "-verify_return_error", "-CAfile"])
         .arg(ca)
         .args([version, "-cipher", "DEFAULT@SECLEVEL=0"])
         .stdin(std::process::Stdio::null())
         .output()
-        .map_err(|e| CaseFailure::new(format!("openssl s_client could not run: {e}")))?;
+        .map_err(|e| CheckError::harness(format!("openssl s_client could not run: {e}")))?;
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -318,9 +399,9 @@ fn openssl_handshake(machine: &Machine, version: &str) -> Result<(bool, String),
         .iter()
         .any(|sign| text.contains(sign));
     if !ok && !refused {
-        return Err(CaseFailure::new(format!(
+        return Err(CheckError::harness(format!(
             "the {version} handshake with {} neither completed nor was refused by the server (no TLS alert from it); this host's OpenSSL said: {}",
-            machine.https_addr(),
+            addr,
             text.trim()
         )));
     }
@@ -348,7 +429,7 @@ pub const SECRET_OWNERS: &[(&str, &str)] = &[
 /// 0400, owned by their reader; the disk holds them only encrypted (the
 /// webhook secret's plaintext is nowhere on the root filesystem); the
 /// dispatcher really uses the decrypted secret.
-pub fn secrets_management(machine: &Machine) -> CaseResult {
+pub fn secrets_management(machine: &Machine) -> CheckResult {
     let fstype = machine.succeed("findmnt -n -o FSTYPE --target /run/secrets")?;
     expect(
         fstype.trim() == "tmpfs",
@@ -373,7 +454,7 @@ pub fn secrets_management(machine: &Machine) -> CaseResult {
     let search = SECRET_SEARCH.replace("@SINCE@", &since.to_string());
     let out = machine.execute_within(&format!("sudo bash -c {}", quote(&search)), SECRET_SEARCH_DEADLINE)?;
     if out.status != 0 {
-        return Err(CaseFailure::new(format!(
+        return Err(CheckError::harness(format!(
             "the search for the webhook secret's plaintext could not be done (exit {}): {}",
             out.status,
             out.stderr.trim()
@@ -408,7 +489,7 @@ pub fn secrets_management(machine: &Machine) -> CaseResult {
 /// behind a QEMU forward, which accepts every connection itself, a port
 /// where the guest accepted the connection answered even when its listener
 /// waits for the client to speak first ([`ProbeResult::Accepted`]).
-fn probe_from_outside(machine: &Machine, addrs: &[(u16, SocketAddr)]) -> Result<Vec<(u16, HeldProbe)>, CaseFailure> {
+fn probe_from_outside(machine: &Machine, addrs: &[(u16, SocketAddr)]) -> Result<Vec<(u16, HeldProbe)>, CheckError> {
     let held: Vec<(u16, std::io::Result<HeldProbe>)> = std::thread::scope(|scope| {
         let probes: Vec<_> = addrs
             .iter()
@@ -479,8 +560,8 @@ pub fn exposed_ports(ss: &str) -> std::collections::BTreeSet<u16> {
         .collect()
 }
 
-fn io(e: std::io::Error) -> CaseFailure {
-    CaseFailure::new(format!("probing a forwarded port: {e}"))
+fn io(e: std::io::Error) -> CheckError {
+    CheckError::harness(format!("probing a forwarded port: {e}"))
 }
 
 #[cfg(test)]

@@ -1,21 +1,131 @@
 //! systemd-services: each unit of the contract is active, running, never
-//! restarted, its main process alive, as the user the contract names.
+//! restarted, its main process alive, stable over the window, as the user
+//! the contract names.
 
 use std::time::Duration;
 
-use rave_harness::launcher::STABLE_FOR;
-use rave_harness::machine::{quote, UnitSnapshot};
+use rave::{Profile, STABLE_FOR};
+use rave_harness::machine::UnitSnapshot;
+use rave_harness::outcome::{expect, CheckError, CheckResult};
 use rave_harness::retry::Poll;
-use rave_harness::{Machine, MachineError};
+use rave_harness::{quote, Machine, MachineError};
 
-use crate::failure::{expect, CaseFailure, CaseResult};
-
-/// How long a unit may take to become active after SSH answers.
-pub const UNIT_TIMEOUT: Duration = Duration::from_secs(120);
+use crate::case::{Case, Fault, ALL_PROFILES};
+use crate::checks::{bytes, override_unit, rave_image, stop_unit, unit_of, UNIT_TIMEOUT};
 
 /// How long a read of a unit's state is tried again when the read itself
 /// fails (systemctl failing while D-Bus restarts): a failed probe is no verdict.
 pub const PROBE_RETRY: Duration = Duration::from_secs(30);
+
+/// How much longer than the window the second look may take (the guest busy).
+const WINDOW_SLACK: Duration = Duration::from_secs(30);
+
+/// The suite's cases, each with its fault.
+pub fn cases() -> Vec<Case> {
+    vec![
+        Case {
+            suite: "systemd_services",
+            name: "nginx",
+            profiles: ALL_PROFILES,
+            components: &["nginx"],
+            check: nginx,
+            fault: Fault {
+                description: "nginx.service stopped",
+                inject: |m| stop_unit(m, "nginx"),
+                must_say: &["nginx.service", "systemctl status", "journal of nginx.service"],
+            },
+            waits_long: false,
+        },
+        Case {
+            suite: "systemd_services",
+            name: "grafana",
+            profiles: ALL_PROFILES,
+            components: &["grafana"],
+            check: grafana,
+            fault: Fault {
+                description: "the grafana unit stopped",
+                inject: |m| stop_unit(m, "grafana"),
+                must_say: &["grafana", "systemctl status"],
+            },
+            waits_long: false,
+        },
+        Case {
+            suite: "systemd_services",
+            name: "postgresql",
+            profiles: ALL_PROFILES,
+            components: &["postgresql"],
+            check: postgresql,
+            fault: Fault {
+                description: "the PostgreSQL cluster unit stopped",
+                inject: |m| stop_unit(m, "postgresql"),
+                must_say: &["postgresql", "systemctl status", "journal of postgresql"],
+            },
+            waits_long: false,
+        },
+        Case {
+            suite: "systemd_services",
+            name: "vibe_kanban",
+            profiles: ALL_PROFILES,
+            components: &["vibe-kanban"],
+            check: vibe_kanban,
+            fault: Fault {
+                description: "vibe-kanban.service made to run as root",
+                inject: |m| override_unit(m, "vibe-kanban", "[Service]\nUser=root\n"),
+                must_say: &["to run as agent", "\"root\"", "systemctl status vibe-kanban.service"],
+            },
+            waits_long: false,
+        },
+        Case {
+            suite: "systemd_services",
+            name: "claude_code_router",
+            profiles: ALL_PROFILES,
+            components: &["claude-code-router"],
+            check: claude_code_router,
+            fault: Fault {
+                description: "claude-code-router.service in a crash loop (its process exits 5 s after every start, Restart=always)",
+                inject: |m| {
+                    override_unit(
+                        m,
+                        "claude-code-router",
+                        "[Service]\nExecStart=\nExecStart=/bin/sh -c 'sleep 5; exit 1'\nRestart=always\nRestartSec=1\n",
+                    )
+                },
+                must_say: &[
+                    "claude-code-router.service",
+                    "stability window",
+                    "journal of claude-code-router.service",
+                ],
+            },
+            waits_long: false,
+        },
+        Case {
+            suite: "systemd_services",
+            name: "webhook_dispatcher",
+            profiles: ALL_PROFILES,
+            components: &["webhook-dispatcher"],
+            check: webhook_dispatcher,
+            fault: Fault {
+                description: "webhook-dispatcher.service with its MemoryMax removed",
+                inject: |m| override_unit(m, "webhook-dispatcher", "[Service]\nMemoryMax=infinity\n"),
+                must_say: &["MemoryMax=128M", "MemoryMax=infinity"],
+            },
+            waits_long: false,
+        },
+        Case {
+            suite: "systemd_services",
+            name: "prometheus",
+            profiles: &[Profile::P2],
+            components: &["prometheus"],
+            check: prometheus,
+            fault: Fault {
+                description: "prometheus.service stopped",
+                inject: |m| stop_unit(m, "prometheus"),
+                must_say: &["prometheus.service", "journal of prometheus.service"],
+            },
+            waits_long: false,
+        },
+    ]
+}
 
 /// Who a service's main process must run as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,47 +137,47 @@ pub enum RunsAs {
 }
 
 /// `systemd_services::nginx`: nginx.service healthy.
-pub fn nginx(machine: &Machine) -> CaseResult {
+pub fn nginx(machine: &Machine) -> CheckResult {
     service_is_healthy(machine, "nginx")
 }
 
 /// `systemd_services::grafana`: healthy, as its own non-root user.
-pub fn grafana(machine: &Machine) -> CaseResult {
+pub fn grafana(machine: &Machine) -> CheckResult {
     service_is_healthy(machine, "grafana")?;
     service_runs_as(machine, "grafana", RunsAs::NonRoot)
 }
 
 /// `systemd_services::vibe_kanban`: healthy, as `agent`.
-pub fn vibe_kanban(machine: &Machine) -> CaseResult {
+pub fn vibe_kanban(machine: &Machine) -> CheckResult {
     service_is_healthy(machine, "vibe-kanban")?;
     service_runs_as(machine, "vibe-kanban", RunsAs::User("agent"))
 }
 
 /// `systemd_services::claude_code_router`: healthy, as `agent`.
-pub fn claude_code_router(machine: &Machine) -> CaseResult {
+pub fn claude_code_router(machine: &Machine) -> CheckResult {
     service_is_healthy(machine, "claude-code-router")?;
     service_runs_as(machine, "claude-code-router", RunsAs::User("agent"))
 }
 
 /// `systemd_services::webhook_dispatcher`: healthy, as a non-root user, with
 /// the MemoryMax the image promises.
-pub fn webhook_dispatcher(machine: &Machine) -> CaseResult {
+pub fn webhook_dispatcher(machine: &Machine) -> CheckResult {
     service_is_healthy(machine, "webhook-dispatcher")?;
     service_runs_as(machine, "webhook-dispatcher", RunsAs::NonRoot)?;
     memory_max_is(machine, "webhook-dispatcher")
 }
 
 /// `systemd_services::prometheus`: healthy (P2).
-pub fn prometheus(machine: &Machine) -> CaseResult {
+pub fn prometheus(machine: &Machine) -> CheckResult {
     service_is_healthy(machine, "prometheus")
 }
 
 /// `systemd_services::postgresql`: the cluster unit healthy, and the server
 /// accepts a connection on its local socket.
-pub fn postgresql(machine: &Machine) -> CaseResult {
+pub fn postgresql(machine: &Machine) -> CheckResult {
     service_is_healthy(machine, "postgresql")?;
-    let query = "sudo -u postgres psql -XAtc 'select 1'";
-    let out = machine.execute(query)?;
+    let unit = unit_of(machine, "postgresql")?;
+    let out = machine.execute("sudo -u postgres psql -XAtc 'select 1'")?;
     expect(
         out.status == 0 && out.stdout.trim() == "1",
         "`select 1` over the local socket to return 1",
@@ -77,22 +187,14 @@ pub fn postgresql(machine: &Machine) -> CaseResult {
             out.stdout.trim(),
             out.stderr.trim()
         ),
-        || {
-            machine.unit_diagnostics(
-                machine
-                    .image()
-                    .manifest
-                    .unit("postgresql")
-                    .unwrap_or("postgresql.service"),
-            )
-        },
+        || machine.unit_diagnostics(unit),
     )
 }
 
 /// The main process of `component`'s unit runs as the user `rule` asks for
 /// (read from the process itself, not from the unit file).
-pub fn service_runs_as(machine: &Machine, component: &str, rule: RunsAs) -> CaseResult {
-    let unit = machine.image().manifest.unit(component).map_err(CaseFailure::new)?;
+pub fn service_runs_as(machine: &Machine, component: &str, rule: RunsAs) -> CheckResult {
+    let unit = unit_of(machine, component)?;
     let user = machine
         .wait_until_succeeds(
             &format!(
@@ -116,15 +218,16 @@ pub fn service_runs_as(machine: &Machine, component: &str, rule: RunsAs) -> Case
 }
 
 /// The unit of `component` has the MemoryMax the manifest's `limits` names.
-pub fn memory_max_is(machine: &Machine, component: &str) -> CaseResult {
-    let unit = machine.image().manifest.unit(component).map_err(CaseFailure::new)?;
-    let limit = machine.image().manifest.limits.get(component).ok_or_else(|| {
-        CaseFailure::new(format!(
-            "the image manifest names no MemoryMax for {component} (limits)"
+pub fn memory_max_is(machine: &Machine, component: &str) -> CheckResult {
+    let unit = unit_of(machine, component)?;
+    let image = rave_image(machine)?;
+    let limit = image.properties.limits.get(component).ok_or_else(|| {
+        CheckError::harness(format!(
+            "the image manifest names no MemoryMax for {component} (properties.limits)"
         ))
     })?;
     let expected = bytes(limit)
-        .ok_or_else(|| CaseFailure::new(format!("manifest limit {limit:?} of {component} is not a size")))?;
+        .ok_or_else(|| CheckError::harness(format!("manifest limit {limit:?} of {component} is not a size")))?;
     let seen = machine.wait_until_succeeds(
         &format!("systemctl show -p MemoryMax --value {}", quote(unit)),
         PROBE_RETRY,
@@ -137,29 +240,14 @@ pub fn memory_max_is(machine: &Machine, component: &str) -> CaseResult {
     )
 }
 
-/// `128M` → 134217728 (systemd's K, M, G are powers of 1024).
-pub fn bytes(size: &str) -> Option<u64> {
-    let (digits, unit) = size.split_at(size.find(|c: char| !c.is_ascii_digit()).unwrap_or(size.len()));
-    let n: u64 = digits.parse().ok()?;
-    let factor = match unit {
-        "" => 1,
-        "K" => 1 << 10,
-        "M" => 1 << 20,
-        "G" => 1 << 30,
-        _ => return None,
-    };
-    n.checked_mul(factor)
-}
-
 /// The unit of `component` is active and running, has not restarted, and
-/// its main process is alive, over the stability window
-/// ([`STABLE_FOR`]): a unit whose current activation is younger than the
-/// window is looked at again once it would be that old, and must still be
-/// the same activation (a unit in a crash loop, even one sampled during a
-/// short life, is red). Fails at once, with the unit's status and journal,
-/// when the unit is failed or stopped.
-pub fn service_is_healthy(machine: &Machine, component: &str) -> CaseResult {
-    let unit = machine.image().manifest.unit(component).map_err(CaseFailure::new)?;
+/// its main process is alive, over the stability window ([`STABLE_FOR`]): a
+/// unit whose current activation is younger than the window is looked at
+/// again once it would be that old, and must still be the same activation (a
+/// unit in a crash loop, even one sampled during a short life, is red). Fails
+/// at once, with the unit's status and journal, when the unit is failed or stopped.
+pub fn service_is_healthy(machine: &Machine, component: &str) -> CheckResult {
+    let unit = unit_of(machine, component)?;
     machine.wait_for_unit(unit, UNIT_TIMEOUT)?;
     let first = snapshot(machine, unit)?;
     running_now(machine, &first, "")?;
@@ -208,11 +296,8 @@ pub fn service_is_healthy(machine: &Machine, component: &str) -> CaseResult {
     running_now(machine, &last, " at the end of the stability window")
 }
 
-/// How much longer than the window the second look may take (the guest busy).
-const WINDOW_SLACK: Duration = Duration::from_secs(30);
-
 /// One look at `unit`, tried again while the look itself fails.
-fn snapshot(machine: &Machine, unit: &str) -> Result<UnitSnapshot, CaseFailure> {
+fn snapshot(machine: &Machine, unit: &str) -> Result<UnitSnapshot, CheckError> {
     Ok(machine.wait_until(
         &format!("a look at {unit}'s state"),
         PROBE_RETRY,
@@ -226,7 +311,7 @@ fn snapshot(machine: &Machine, unit: &str) -> Result<UnitSnapshot, CaseFailure> 
 }
 
 /// Active, running, never restarted, and its main process alive, at `seen`.
-fn running_now(machine: &Machine, seen: &UnitSnapshot, when: &str) -> CaseResult {
+fn running_now(machine: &Machine, seen: &UnitSnapshot, when: &str) -> CheckResult {
     let pid = seen.main_pid;
     let alive = pid > 0 && machine.execute(&format!("test -d /proc/{pid}"))?.status == 0;
     expect(

@@ -1,29 +1,33 @@
-//! The cases as libtest trials: `cargo test -p rave-suites -- --list`.
+//! The cases as libtest trials: `cargo test -p rave-suites --test cases -- --list`.
 //!
 //! - `p0::systemd_services::nginx`: a case on the shared P0 guest, booted once
 //!   for all the cases of that profile and powered down after the last one.
 //! - `fault::p0::systemd_services::nginx`: the case's fault test, on a fresh
 //!   guest of its own: green first, then the fault, then it must be red.
 //!
-//! A profile the flavor cannot build, or a component the image lacks, makes
-//! the trial *ignored* with the reason; nothing passes without running. The
-//! run ends with the same summary table as `rave-harness run`.
+//! libtest only selects (its filters, `--skip`, `--exact`) and reports: the
+//! selected trials run through the same runner and scheduler as
+//! `rave-harness run` (`rave_suites::plan`, `rave_harness::runner`), with
+//! plain progress lines on stderr while they run. A profile the flavor cannot
+//! build, or a component the image lacks, makes the trial *ignored* with the
+//! reason; nothing passes without running. The run ends with the same
+//! summary table as `rave-harness run`.
 //!
 //! `RAVE_ATTACH=guest.json` runs the trials against a running target (the
 //! JSON line `rave-harness boot` prints) instead of booting; its fault tests
 //! run only with `RAVE_ALLOW_FAULTS=1`.
 
-use std::path::Path;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
 
-use libtest_mimic::{Arguments, Completion, Failed, Trial};
-use rave_harness::events::EventLog;
-use rave_harness::manifest::Profile;
-use rave_harness::report::{Outcome, RunReport};
+use libtest_mimic::{Arguments, Completion, Failed, Trial as LibtestTrial};
+use rave::{Launcher, Profile, Settings};
+use rave_harness::outcome::Outcome;
+use rave_harness::runner::{self, AttachedTarget, Guests};
 use rave_harness::target::TargetDescription;
-use rave_harness::{Launcher, Machine};
-use rave_suites::runner::{self, Guests};
+use rave_harness::Machine;
+use rave_suites::plan::{self, PlainProgress};
 
 /// How long an attached target gets to accept the SSH login.
 const ATTACH_TIMEOUT: Duration = Duration::from_secs(30);
@@ -35,58 +39,67 @@ fn main() {
         std::process::exit(2);
     }
     let args = Arguments::from_args();
-    let started = Instant::now();
-    let events = Arc::new(EventLog::disabled());
-    let guests = Arc::new(
-        match std::env::var_os("RAVE_ATTACH").filter(|v| !v.is_empty() && !args.list) {
-            Some(file) => {
-                let allow_faults = std::env::var("RAVE_ALLOW_FAULTS").is_ok_and(|v| v == "1");
-                match TargetDescription::load(Path::new(&file))
-                    .map_err(|e| e.to_string())
-                    .and_then(|d| Machine::attach(&d, ATTACH_TIMEOUT).map_err(|e| e.to_string()))
-                {
-                    Ok(machine) => Guests::attached(machine, allow_faults, events),
-                    Err(e) => {
-                        eprintln!("RAVE_ATTACH: {e}");
-                        std::process::exit(2);
-                    }
-                }
-            }
-            None => Guests::new(|| Launcher::from_env().map_err(|e| e.to_string()), events),
-        },
-    );
-    let records = Arc::new(Mutex::new(Vec::new()));
-    let planned = runner::trials(&Profile::ALL, true);
-    let mut selected = Vec::new();
-    let mut trials = Vec::new();
-    for trial in planned {
-        let (guests, records) = (Arc::clone(&guests), Arc::clone(&records));
-        let libtest_trial = Trial::ignorable_test(trial.name(), move || {
-            let record = guests.run(&trial);
-            let result = match &record.outcome {
-                Outcome::Passed => Ok(Completion::Completed),
-                Outcome::Ignored { reason } => Ok(Completion::ignored_with(reason.clone())),
-                Outcome::Failed { message } => Err(Failed::from(message.as_str())),
-            };
-            records.lock().unwrap_or_else(|p| p.into_inner()).push(record);
-            result
-        });
-        if !args.is_filtered_out(&libtest_trial) && !args.is_ignored(&libtest_trial) {
-            selected.push(trial);
-        }
-        trials.push(libtest_trial);
+    let planned = plan::trials(&Profile::ALL, true);
+    let placeholder = |t: &runner::Trial| LibtestTrial::ignorable_test(t.name.clone(), || Ok(Completion::Completed));
+    let selected: Vec<runner::Trial> = planned
+        .iter()
+        .filter(|t| {
+            let trial = placeholder(t);
+            !args.is_filtered_out(&trial) && !args.is_ignored(&trial)
+        })
+        .cloned()
+        .collect();
+    if args.list {
+        libtest_mimic::run(&args, planned.iter().map(placeholder).collect()).exit();
     }
-    guests.expect(&selected);
-    let listing = args.list;
-    let conclusion = libtest_mimic::run(&args, trials);
-    // Guests go (and their state directories with them) before the exit.
-    let report = RunReport {
-        records: std::mem::take(&mut *records.lock().unwrap_or_else(|p| p.into_inner())),
-        guests: guests.finish(),
-        duration: started.elapsed(),
+    let settings = Settings::from_env().unwrap_or_else(|e| fail(&e.to_string()));
+    let (guests, selected): (Box<dyn Guests>, Vec<runner::Trial>) = match &settings.attach {
+        Some(file) => {
+            let machine = TargetDescription::load(file)
+                .map_err(|e| e.to_string())
+                .and_then(|d| Machine::attach(&d, ATTACH_TIMEOUT).map_err(|e| e.to_string()))
+                .unwrap_or_else(|e| fail(&format!("RAVE_ATTACH: {e}")));
+            let name = machine.name().to_string();
+            let trials = plan::on_attached_target(selected, &name, settings.allow_faults);
+            (
+                Box::new(AttachedTarget {
+                    machine: Arc::new(machine),
+                }),
+                trials,
+            )
+        }
+        None => (Box::new(Launcher::new(settings.clone())), selected),
     };
+    let report = runner::run(
+        &selected,
+        &*guests,
+        &plan::run_options(&settings),
+        Arc::new(PlainProgress),
+    );
     drop(guests);
-    if !listing && !report.records.is_empty() {
+    let mut outcomes: HashMap<String, Outcome> = report
+        .records
+        .iter()
+        .map(|r| (r.name.clone(), r.outcome.clone()))
+        .collect();
+    let trials = planned
+        .iter()
+        .map(|t| {
+            let outcome = outcomes.remove(&t.name);
+            LibtestTrial::ignorable_test(t.name.clone(), move || match outcome {
+                Some(Outcome::Passed) => Ok(Completion::Completed),
+                Some(Outcome::Ignored { reason }) => Ok(Completion::ignored_with(reason)),
+                Some(red) => Err(Failed::from(format!(
+                    "{}: {}",
+                    red.red().map_or("red", |r| r.words()),
+                    red.message().unwrap_or("")
+                ))),
+                None => Ok(Completion::ignored_with("not selected")),
+            })
+        })
+        .collect();
+    let conclusion = libtest_mimic::run(&args, trials);
+    if !report.records.is_empty() {
         println!("\n{}", report.summary());
     }
     // A run stopped by SIGINT/SIGTERM exits with 128 + the signal, not as its killed cases say.
@@ -96,4 +109,9 @@ fn main() {
         std::process::exit(status);
     }
     conclusion.exit();
+}
+
+fn fail(message: &str) -> ! {
+    eprintln!("{message}");
+    std::process::exit(2);
 }

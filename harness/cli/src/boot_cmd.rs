@@ -4,11 +4,11 @@ use std::collections::BTreeMap;
 use std::io::Write;
 
 use anyhow::Context;
-use rave_harness::manifest::{Flavor, Profile, MANIFEST_FILE};
+use rave::{Flavor, Profile};
+use rave_harness::image::MANIFEST_FILE;
 use rave_harness::target::TargetDescription;
 use rave_harness::Machine;
-use rave_suites::runner::POWER_OFF_TIMEOUT;
-use rave_suites::security::{CANARY_PORT, CLOSED_PORTS};
+use rave_suites::plan::POWER_OFF_TIMEOUT;
 
 /// Boots `profile`, prints its [`TargetDescription`], and with `keep` stays
 /// up until SIGINT or SIGTERM; then powers the guest down.
@@ -23,11 +23,10 @@ pub fn boot(
     // the signals wait for `sigwait` below instead of killing the process.
     let signals = shutdown_signals();
     signals.thread_block().context("blocking SIGINT/SIGTERM")?;
-    let mut launcher = crate::launcher(flavor)?;
-    launcher.cold |= cold;
+    let launcher = crate::launcher(flavor, cold)?;
     let machine = launcher.boot(profile, &format!("rave-{profile}"))?;
     if until_contract {
-        machine.wait_for_contract(rave_harness::launcher::CONTRACT_UP_TIMEOUT)?;
+        machine.wait_for_components(rave::launcher::CONTRACT_UP_TIMEOUT)?;
     }
     let description = describe(&machine)?;
     let mut stdout = std::io::stdout().lock();
@@ -47,28 +46,24 @@ pub fn boot(
     Ok(0)
 }
 
-/// How to reach `machine`, with forwards made now for the ports the security
-/// cases probe from outside (so an attached run can probe them too).
+/// How to reach `machine`: an attached run reaches its ports from outside
+/// through forwards it adds over the QMP socket.
 fn describe(machine: &Machine) -> anyhow::Result<TargetDescription> {
-    let mut forwards = BTreeMap::new();
-    for port in CLOSED_PORTS.iter().chain([CANARY_PORT].iter()) {
-        forwards.insert(*port, machine.forward(*port)?.port());
-    }
     let image = machine.image();
     Ok(TargetDescription {
         name: machine.name().into(),
-        profile: image.manifest.profile,
-        flavor: image.manifest.flavor,
+        profile: image.manifest.profile.clone(),
+        flavor: image.manifest.flavor.clone(),
         ssh_host: "127.0.0.1".into(),
         ssh_port: machine.ssh_port(),
         ssh_user: machine.ssh_user().into(),
         ssh_key: machine.access().client_key.clone(),
         ssh_host_key: machine.access().host_public.clone(),
-        https_host: "127.0.0.1".into(),
-        https_port: machine.https_port(),
+        https_host: machine.https_addr().map(|a| a.ip().to_string()),
+        https_port: machine.https_addr().map(|a| a.port()),
         ca_cert: machine.ca_cert().map(Into::into),
         manifest: image.dir.join(MANIFEST_FILE),
-        forwards,
+        forwards: BTreeMap::new(),
         qmp_socket: machine.qmp_socket(),
         serial_log: machine.serial_log(),
         state_dir: machine.state_dir().map(Into::into),

@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use clap::Subcommand;
-use rave_harness::manifest::Profile;
+use rave::Profile;
 
 use crate::progress::Progress;
 use crate::{FlavorArg, ProfileArg};
@@ -40,7 +40,7 @@ pub enum ImagesCmd {
 pub fn images(command: ImagesCmd) -> anyhow::Result<i32> {
     match command {
         ImagesCmd::Build { profile, flavor } => {
-            let launcher = crate::launcher(flavor.map(Into::into))?;
+            let launcher = crate::launcher(flavor.map(Into::into), false)?;
             let progress = Progress::new();
             for profile in profile.profiles() {
                 let spec = launcher.spec(profile);
@@ -62,7 +62,7 @@ pub fn images(command: ImagesCmd) -> anyhow::Result<i32> {
             Ok(0)
         }
         ImagesCmd::List { flavor } => {
-            let launcher = crate::launcher(flavor.map(Into::into))?;
+            let launcher = crate::launcher(flavor.map(Into::into), false)?;
             for profile in Profile::ALL {
                 let spec = launcher.spec(profile);
                 let state = match launcher.store.find(spec) {
@@ -78,7 +78,7 @@ pub fn images(command: ImagesCmd) -> anyhow::Result<i32> {
             Ok(0)
         }
         ImagesCmd::Path { profile, flavor } => {
-            let launcher = crate::launcher(flavor.map(Into::into))?;
+            let launcher = crate::launcher(flavor.map(Into::into), false)?;
             let image = launcher.store.find(launcher.spec(profile))?.with_context(|| {
                 format!("no {profile} image in the cache: run rave-harness images build --profile {profile}")
             })?;

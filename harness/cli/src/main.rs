@@ -11,7 +11,7 @@ mod run_cmd;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use rave_harness::manifest::{Flavor, Profile};
+use rave::{Flavor, Profile, Settings};
 
 /// Boots the rave system images (P0, P1, P2) under QEMU and proves over SSH
 /// and HTTPS that each works.
@@ -139,11 +139,18 @@ fn one_line(e: &anyhow::Error) -> String {
     text
 }
 
-/// The launcher of the environment, with `--flavor` over `RAVE_FLAVOR`.
-fn launcher(flavor: Option<Flavor>) -> anyhow::Result<rave_harness::Launcher> {
-    let mut launcher = rave_harness::Launcher::from_env()?;
+/// The settings of the environment, read once, with `--flavor` over
+/// `RAVE_FLAVOR` and `--cold` over `RAVE_COLD`.
+fn settings(flavor: Option<Flavor>, cold: bool) -> anyhow::Result<Settings> {
+    let mut settings = Settings::from_env()?;
     if let Some(flavor) = flavor {
-        launcher.flavor = flavor;
+        settings.flavor = flavor;
     }
-    Ok(launcher)
+    settings.cold |= cold;
+    Ok(settings)
+}
+
+/// The launcher of the environment's settings (see [`settings`]).
+fn launcher(flavor: Option<Flavor>, cold: bool) -> anyhow::Result<rave::Launcher> {
+    Ok(rave::Launcher::new(settings(flavor, cold)?))
 }

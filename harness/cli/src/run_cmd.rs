@@ -1,17 +1,18 @@
 //! `rave-harness run`: build what is missing, boot, run the cases, report.
 
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use rave_harness::events::EventLog;
-use rave_harness::report::{Outcome, RunReport};
+use rave::Profile;
+use rave_harness::runner::events::{EventSink, Fanout, JsonLines};
+use rave_harness::runner::report::RunReport;
+use rave_harness::runner::{self, pushgateway, AttachedTarget, Guests, Trial};
 use rave_harness::target::TargetDescription;
 use rave_harness::Machine;
-use rave_suites::runner::{self, Guests, Trial};
+use rave_suites::plan;
 
 use crate::progress::Progress;
 use crate::{FlavorArg, ProfileArg};
@@ -28,7 +29,7 @@ pub struct RunArgs {
     /// The image flavor (default: RAVE_FLAVOR, else debian).
     #[arg(long, value_enum)]
     flavor: Option<FlavorArg>,
-    /// Only trials whose name contains this (e.g. `security::`, `p2::http_health::webhook_endpoint`).
+    /// Only trials whose name contains this (e.g. `security::`, `p2::http_health::webhook_security`).
     #[arg(long)]
     filter: Option<String>,
     /// Also run each case's fault test (a fresh guest each: green, fault, red).
@@ -82,7 +83,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     // Before any thread starts: SIGINT/SIGTERM then end every guest and its state.
     rave_harness::reaper::clean_up_on_signals().context("blocking SIGINT/SIGTERM")?;
     rave_harness::reaper::exit_after(Duration::from_secs(args.deadline));
-    let started = Instant::now();
+    let settings = crate::settings(args.flavor.map(Into::into), args.cold)?;
     let target = match &args.attach {
         Some(file) => Some(TargetDescription::load(file)?),
         None => None,
@@ -91,132 +92,71 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         bail!("--faults with --attach would break the attached target: add --allow-faults to let it, or drop --faults");
     }
     let profiles = match &target {
-        Some(t) if args.profile != ProfileArg::All && !args.profile.profiles().contains(&t.profile) => {
-            bail!("--profile {:?} but the attached target is {}", args.profile, t.profile)
+        Some(t) => {
+            let profile: Profile = t
+                .profile
+                .parse()
+                .map_err(|e| anyhow::anyhow!("the attached target's profile: {e}"))?;
+            if args.profile != ProfileArg::All && !args.profile.profiles().contains(&profile) {
+                bail!("--profile {:?} but the attached target is {profile}", args.profile)
+            }
+            vec![profile]
         }
-        Some(t) => vec![t.profile],
         None => args.profile.profiles(),
     };
-    let mut trials: Vec<Trial> = runner::trials(&profiles, args.faults);
+    let mut trials = plan::trials(&profiles, args.faults);
     if let Some(pattern) = &args.filter {
-        trials.retain(|t| t.name().contains(pattern.as_str()));
+        trials.retain(|t| t.name.contains(pattern.as_str()));
     }
     if let Some((index, count)) = args.shard {
-        trials = runner::shard(trials, index, count);
+        trials = plan::shard(trials, index, count);
     }
     if trials.is_empty() {
         bail!("no trial matches (see rave-harness list)");
     }
-    let events = Arc::new(match &args.json {
-        Some(path) => EventLog::create(path).with_context(|| format!("creating {}", path.display()))?,
-        None => EventLog::disabled(),
-    });
-    let progress = Progress::new();
-    let guests = match &target {
+    let progress = Arc::new(Progress::new());
+    let mut sinks: Vec<Arc<dyn EventSink>> = vec![progress.clone()];
+    if let Some(path) = &args.json {
+        sinks.push(Arc::new(
+            JsonLines::create(path).with_context(|| format!("creating {}", path.display()))?,
+        ));
+    }
+    let events: Arc<dyn EventSink> = Arc::new(Fanout(sinks));
+    let mut options = plan::run_options(&settings);
+    let guests: Box<dyn Guests> = match &target {
         Some(target) => {
             progress.set(format!("attaching to {}", target.name));
             let machine = Machine::attach(target, ATTACH_TIMEOUT)?;
-            Guests::attached(machine, args.allow_faults, Arc::clone(&events))
+            trials = plan::on_attached_target(trials, &target.name, args.allow_faults);
+            options.guests_at_once = 1;
+            Box::new(AttachedTarget {
+                machine: Arc::new(machine),
+            })
         }
         None => {
-            let mut launcher = crate::launcher(args.flavor.map(Into::into))?;
-            launcher.cold |= args.cold;
+            let launcher = rave::Launcher::new(settings);
             build_images(&launcher, &trials, &progress)?;
-            let launcher = Mutex::new(Some(launcher));
-            Guests::new(
-                move || {
-                    launcher
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .take()
-                        .ok_or_else(|| "the launcher was already taken".to_string())
-                },
-                Arc::clone(&events),
-            )
+            Box::new(launcher)
         }
     };
-    guests.expect(&trials);
-    // Lanes side by side as far as the host allows (never over-committing its
-    // CPUs or memory); within a lane, a shared guest's cases run at once over
-    // connections of their own, up to `runner::CASES_AT_ONCE`.
-    let width = match &target {
-        Some(_) => 1,
-        None => rave_harness::host_check::HostResources::read().guests_at_once(&rave_harness::RunConfig::from_env()?),
-    };
-    let queue = Mutex::new(
-        runner::lanes(&trials)
-            .into_iter()
-            .collect::<std::collections::VecDeque<_>>(),
-    );
-    let done = Mutex::new(Vec::new());
-    let finished = std::sync::atomic::AtomicUsize::new(0);
-    let run_one = |index: usize, trial: runner::Trial| {
-        progress.set(format!(
-            "[{}/{}] {}",
-            finished.load(Ordering::SeqCst) + 1,
-            trials.len(),
-            trial.name()
-        ));
-        let record = guests.run(&trial);
-        finished.fetch_add(1, Ordering::SeqCst);
-        progress.line(format!(
-            "{:<7} {} ({:.1} s)",
-            record.outcome.label(),
-            record.name(),
-            record.duration.as_secs_f64()
-        ));
-        if let Outcome::Failed { message } = &record.outcome {
-            progress.line(indent(message));
-        }
-        done.lock().unwrap_or_else(|p| p.into_inner()).push((index, record));
-    };
-    std::thread::scope(|scope| {
-        for _ in 0..width {
-            scope.spawn(|| loop {
-                let Some(lane) = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front() else {
-                    return;
-                };
-                let workers = runner::CASES_AT_ONCE.min(lane.len());
-                let lane = Mutex::new(lane.into_iter());
-                let next = || lane.lock().unwrap_or_else(|p| p.into_inner()).next();
-                std::thread::scope(|inner| {
-                    for _ in 0..workers {
-                        inner.spawn(|| {
-                            while let Some((index, trial)) = next() {
-                                run_one(index, trial);
-                            }
-                        });
-                    }
-                });
-            });
-        }
-    });
-    let mut done = done.into_inner().unwrap_or_else(|p| p.into_inner());
-    done.sort_by_key(|(index, _)| *index);
-    let records: Vec<_> = done.into_iter().map(|(_, record)| record).collect();
-    progress.set("powering guests down");
-    let report = RunReport {
-        records,
-        guests: guests.finish(),
-        duration: started.elapsed(),
-    };
+    let report = runner::run(&trials, &*guests, &options, events);
+    drop(guests);
     progress.finish();
-    events.emit("run_finished", serde_json::to_value(&report)?);
     println!("{}", report.summary());
     if let Some(path) = &args.junit {
         std::fs::write(path, report.junit()).with_context(|| format!("writing {}", path.display()))?;
     }
     if let Some(url) = &args.pushgateway {
-        if let Err(e) = rave_harness::pushgateway::push(url, &report, PUSH_TIMEOUT) {
+        if let Err(e) = pushgateway::push(url, &report, PUSH_TIMEOUT) {
             eprintln!("rave-harness: the figures were not pushed: {e}");
         }
     }
     Ok(verdict(&report))
 }
 
-/// 0 when something ran and nothing failed; 1 otherwise (all ignored proves nothing).
+/// 0 when something ran and nothing was red; 1 otherwise (all ignored proves nothing).
 fn verdict(report: &RunReport) -> i32 {
-    if report.failed() > 0 {
+    if report.reds() > 0 {
         return 1;
     }
     if report.passed() == 0 {
@@ -226,9 +166,11 @@ fn verdict(report: &RunReport) -> i32 {
     0
 }
 
-/// Builds the images the trials need, before any boot, so a build's output is not mixed with cases.
-fn build_images(launcher: &rave_harness::Launcher, trials: &[Trial], progress: &Progress) -> anyhow::Result<()> {
-    let mut profiles: Vec<_> = trials.iter().map(|t| t.profile).collect();
+/// Builds the images the trials need, before any boot, so a build's output
+/// is not mixed with the cases'. A build that fails is its trials' harness
+/// error (the runner says so), not the run's end.
+fn build_images(launcher: &rave::Launcher, trials: &[Trial], progress: &Progress) -> anyhow::Result<()> {
+    let mut profiles: Vec<Profile> = trials.iter().filter_map(|t| t.group.parse().ok()).collect();
     profiles.dedup();
     for profile in profiles {
         let spec = launcher.spec(profile);
@@ -236,28 +178,22 @@ fn build_images(launcher: &rave_harness::Launcher, trials: &[Trial], progress: &
             continue; // its trials report why, as ignored
         }
         progress.set(format!("{}: image", spec.name()));
-        launcher
-            .store
-            .ensure_reporting(spec, &|step| {
-                progress.set(step.to_string());
-                progress.line(step);
-            })
-            .with_context(|| format!("building {}", spec.name()))?;
+        if let Err(e) = launcher.store.ensure_reporting(spec, &|step| {
+            progress.set(step.to_string());
+            progress.line(step);
+        }) {
+            progress.line(format!("building {}: {e}", spec.name()));
+        }
     }
     Ok(())
-}
-
-fn indent(text: &str) -> String {
-    text.lines()
-        .map(|l| format!("        {l}"))
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rave_harness::report::TrialKind;
+    use rave_harness::outcome::Outcome;
+    use rave_harness::runner::report::TrialRecord;
+    use rave_harness::runner::TrialKind;
 
     #[test]
     fn shard_values() {
@@ -268,14 +204,16 @@ mod tests {
     }
 
     #[test]
-    fn all_ignored_is_not_green() {
-        let record = |outcome| rave_harness::report::CaseRecord {
+    fn all_ignored_is_not_green_and_every_red_is_red() {
+        let record = |outcome| TrialRecord {
+            name: "p0::s::c".into(),
             suite: "s".into(),
             case: "c".into(),
-            profile: rave_harness::Profile::P0,
+            profile: "p0".into(),
             kind: TrialKind::Case,
             outcome,
             duration: Duration::ZERO,
+            steps: Vec::new(),
         };
         let mut report = RunReport {
             records: vec![record(Outcome::Ignored { reason: "r".into() })],
@@ -284,7 +222,14 @@ mod tests {
         assert_eq!(verdict(&report), 1);
         report.records.push(record(Outcome::Passed));
         assert_eq!(verdict(&report), 0);
-        report.records.push(record(Outcome::Failed { message: "m".into() }));
-        assert_eq!(verdict(&report), 1);
+        for red in [
+            Outcome::Failed { message: "m".into() },
+            Outcome::HarnessError { message: "m".into() },
+            Outcome::TimedOut { message: "m".into() },
+        ] {
+            let mut with_red = report.clone();
+            with_red.records.push(record(red));
+            assert_eq!(verdict(&with_red), 1);
+        }
     }
 }

@@ -5,13 +5,15 @@
 //! KVM demanded where it does not work.
 //!
 //! Most run the real binary against a fake nixos image directory (no guest
-//! boots); the KVM one boots the P0 kernel for the probe.
+//! boots); the KVM one boots the P0 kernel for the probe. A broken image
+//! (its disk truncated) makes each of its trials a harness error, in the
+//! summary and in JUnit, not N failed cases.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-const MANIFEST: &str = r#"{"schema":1,"profile":"p0","flavor":"nixos","safe_mode":true,"kernel":"bzImage","initrd":"initrd","disk":"nixos.qcow2","kernel_cmdline":"console=ttyS0","ssh_user":"agent","ca_cert":null,"components":{"nginx":{"unit":"nginx.service"}}}"#;
+const MANIFEST: &str = r#"{"schema":2,"profile":"p0","flavor":"nixos","kernel":"bzImage","initrd":"initrd","disk":"nixos.qcow2","kernel_cmdline":"console=ttyS0","ssh_user":"agent","components":{"nginx":{"unit":"nginx.service"}},"properties":{"safe_mode":true}}"#;
 
 /// A fake nixos image tree: `DIR/p0/` with the manifest and the files it names.
 fn fake_images(manifest: &str) -> tempfile::TempDir {
@@ -200,4 +202,48 @@ fn a_full_disk_for_the_state() {
     );
     let _ = Command::new("umount").arg(full.path()).status();
     assert_one_clear_line(result, "No space left on device");
+}
+
+#[test]
+fn a_broken_image_is_harness_errors_not_failures() {
+    let Some(kernel) = cached_p0_kernel() else {
+        panic!("no P0 image in the cache: run rave-harness images build --profile p0 first");
+    };
+    // The real P0 image, its disk truncated to a hundred bytes.
+    let real = kernel.parent().unwrap();
+    let images = tempfile::tempdir().unwrap();
+    let p0 = images.path().join("p0");
+    std::fs::create_dir(&p0).unwrap();
+    for entry in std::fs::read_dir(real).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap();
+        if name == "disk.qcow2" {
+            let head = std::fs::read(&path).unwrap();
+            std::fs::write(p0.join(name), &head[..100]).unwrap();
+        } else {
+            std::os::unix::fs::symlink(&path, p0.join(name)).unwrap();
+        }
+    }
+    let junit = images.path().join("junit.xml");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_rave-harness"));
+    command
+        .args(["run", "--flavor", "nixos", "--profile", "p0", "--cold", "--junit"])
+        .arg(&junit)
+        .env("RAVE_NIXOS_IMAGES", images.path())
+        .env("RAVE_ACCEL", "tcg");
+    let started = Instant::now();
+    let out = command.output().unwrap();
+    assert!(started.elapsed() < Duration::from_secs(120), "{:?}", started.elapsed());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let totals = stdout.lines().find(|l| l.contains(" passed, ")).unwrap_or_default();
+    assert!(totals.starts_with("0 passed, 0 failed, "), "{stdout}");
+    assert!(!totals.contains(" 0 harness errors"), "{stdout}");
+    assert!(stdout.contains("ERROR p0::systemd_services::nginx"), "{stdout}");
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(
+        xml.contains("<error ") && xml.contains(r#"type="harness error""#),
+        "{xml}"
+    );
+    assert!(!xml.contains("<failure"), "a broken image read as failed cases: {xml}");
 }

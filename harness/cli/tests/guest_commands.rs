@@ -18,14 +18,14 @@
 
 use std::time::{Duration, Instant};
 
-use rave_harness::machine::MachineError;
-use rave_harness::manifest::Profile;
+use rave::{Launcher, Profile, Settings};
 use rave_harness::retry::{retry, Deadline, Poll};
 use rave_harness::ssh::{SshError, SshSession};
-use rave_harness::{Launcher, Machine};
+use rave_harness::Machine;
+use rave_harness::MachineError;
 
 fn guest(name: &str) -> Machine {
-    let launcher = Launcher::from_env().expect("the environment's settings are valid");
+    let launcher = Launcher::new(Settings::from_env().expect("the environment's settings are valid"));
     launcher.boot(Profile::P0, name).expect("a P0 guest")
 }
 

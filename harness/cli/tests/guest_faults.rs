@@ -9,13 +9,12 @@
 
 use std::time::{Duration, Instant};
 
-use rave_harness::machine::{BootOptions, MachineError};
-use rave_harness::manifest::{Image, Profile};
+use rave::{Launcher, Profile, Settings};
 use rave_harness::retry::{retry, Deadline, Poll};
-use rave_harness::{Launcher, Machine};
+use rave_harness::{BootOptions, Image, Machine, MachineError};
 
 fn launcher() -> Launcher {
-    Launcher::from_env().expect("the environment's settings are valid")
+    Launcher::new(Settings::from_env().expect("the environment's settings are valid"))
 }
 
 /// The P0 image with `extra` appended to its kernel command line.
@@ -25,12 +24,11 @@ fn broken_image(launcher: &Launcher, extra: &str) -> Image {
     image
 }
 
-fn options(name: &str, boot_timeout: Duration) -> BootOptions {
-    let mut options = BootOptions::new(
-        name,
-        rave_harness::RunConfig::from_env().unwrap(),
-        rave_harness::qemu_command::Accel::Tcg,
-    );
+fn options(launcher: &Launcher, name: &str, boot_timeout: Duration) -> BootOptions {
+    let tools = launcher.tools().expect("QEMU is installed");
+    let mut options = launcher
+        .settings
+        .boot_options(name, tools, rave_harness::qemu_command::Accel::Tcg);
     options.boot_timeout = boot_timeout;
     options
 }
@@ -41,7 +39,7 @@ fn a_kernel_panic_is_reported_at_once_with_the_console() {
     // PID 1 exits at once: "Kernel panic - not syncing: Attempted to kill init!"
     let image = broken_image(&launcher, "init=/bin/false");
     let started = Instant::now();
-    let err = Machine::boot(&image, &options("rave-panic", Duration::from_secs(300))).unwrap_err();
+    let err = Machine::boot(&image, &options(&launcher, "rave-panic", Duration::from_secs(300))).unwrap_err();
     let took = started.elapsed();
     let text = err.to_string();
     assert!(matches!(err, MachineError::QemuExited { .. }), "{text}");
@@ -60,7 +58,7 @@ fn a_guest_that_never_boots_fails_at_its_deadline_with_the_console() {
     let image = broken_image(&launcher, "root=/dev/vdz rootdelay=600 loglevel=7");
     let deadline = Duration::from_secs(40);
     let started = Instant::now();
-    let err = Machine::boot(&image, &options("rave-noroot", deadline)).unwrap_err();
+    let err = Machine::boot(&image, &options(&launcher, "rave-noroot", deadline)).unwrap_err();
     let took = started.elapsed();
     let text = err.to_string();
     assert!(matches!(err, MachineError::Timeout { .. }), "{text}");

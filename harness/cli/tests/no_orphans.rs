@@ -229,43 +229,46 @@ fn two_boots_at_once_get_their_own_ports_state_and_overlays() {
 }
 
 #[test]
-fn a_panic_inside_a_case_fails_that_case_only_and_leaves_nothing() {
-    use rave_harness::manifest::Profile;
-    use rave_harness::report::{Outcome, TrialKind};
-    use rave_suites::catalog::{self, Case};
-    use rave_suites::runner::{Guests, Trial};
+fn a_panic_inside_a_case_is_that_cases_harness_error_only_and_leaves_nothing() {
+    use std::sync::Arc;
 
-    let nginx = catalog::all()
+    use rave_harness::outcome::Outcome;
+    use rave_harness::runner::events::JsonLines;
+    use rave_harness::runner::{self, Trial, TrialKind};
+    use rave_suites::plan;
+
+    let nginx = plan::trials(&[rave::Profile::P0], false)
         .into_iter()
-        .find(|c| c.suite == "systemd_services" && c.name == "nginx")
+        .find(|t| t.name == "p0::systemd_services::nginx")
         .unwrap();
-    let panicking = Case {
-        name: "panics",
-        run: |_| panic!("a bug inside a case"),
-        components: &[],
-        ..nginx
-    };
-    let trials = [panicking, nginx].map(|case| Trial {
-        kind: TrialKind::Case,
-        profile: Profile::P0,
-        case,
-    });
-    let events = tempfile::NamedTempFile::new().unwrap();
-    let guests = Guests::new(
-        || rave_harness::Launcher::from_env().map_err(|e| e.to_string()),
-        std::sync::Arc::new(rave_harness::events::EventLog::create(events.path()).unwrap()),
+    let panicking = Trial::new(
+        TrialKind::Case,
+        "p0",
+        "systemd_services",
+        "panics",
+        Arc::new(|_| panic!("a bug inside a case")),
     );
-    guests.expect(&trials);
-    let first = guests.run(&trials[0]);
-    let second = guests.run(&trials[1]);
-    let reports = guests.finish();
+    let trials = [panicking, nginx];
+    let settings = rave::Settings::from_env().expect("the environment's settings are valid");
+    let mut options = plan::run_options(&settings);
+    // One after the other, so the panic is over before the next case starts.
+    options.cases_at_once = 1;
+    let launcher = rave::Launcher::new(settings);
+    let events = tempfile::NamedTempFile::new().unwrap();
+    let report = runner::run(
+        &trials,
+        &launcher,
+        &options,
+        Arc::new(JsonLines::create(events.path()).unwrap()),
+    );
+    let (first, second) = (&report.records[0], &report.records[1]);
     assert!(
-        matches!(&first.outcome, Outcome::Failed { message } if message.contains("panicked: a bug inside a case")),
+        matches!(&first.outcome, Outcome::HarnessError { message } if message.contains("panicked: a bug inside a case")),
         "{:?}",
         first.outcome
     );
     assert_eq!(second.outcome, Outcome::Passed, "the next case on the same guest");
-    assert_eq!(reports.len(), 1);
+    assert_eq!(report.guests.len(), 1);
     let text = std::fs::read_to_string(events.path()).unwrap();
     let boot = text
         .lines()

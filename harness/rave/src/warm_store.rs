@@ -3,53 +3,21 @@
 //! seconds with every unit already running.
 //!
 //! The first boot of an image (cold) waits until every unit of its contract
-//! is active, then saves the guest: its memory and devices (QEMU migration to
-//! a file) and its disk overlay of that moment, kept read-only as the backing
-//! of each later run's overlay, with the test access keys the guest holds.
-//! The state lives in the image cache, keyed by the image and the shape of
-//! the QEMU command line (see [`crate::qemu_command::QemuCommand::shape`]) and
-//! QEMU's version, so a change to any of them makes a new one and the old
-//! one is pruned.
+//! has been up for the stability window and the guest is quiet, then saves
+//! it (see [`rave_harness::saved_state`]). The states live in the image cache,
+//! keyed by the way states are made, the image, the shape of the QEMU command
+//! line ([`rave_harness::boot_plan::shape`]) and QEMU's version, so a change to
+//! any of them makes a new one and the old one is pruned.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
+use rave_harness::saved_state::SavedState;
+use rave_harness::{Image, MachineError};
 use sha2::{Digest, Sha256};
 
-use crate::machine::MachineError;
-use crate::manifest::Image;
-use crate::test_access::{KeyError, TestAccess};
-
-/// The saved memory and devices.
-pub const VMSTATE_FILE: &str = "vmstate";
-/// The disk overlay of the moment of the save (backed by the image's disk).
-pub const DISK_FILE: &str = "disk.qcow2";
 /// Written last: a directory without it is not a saved state.
 pub const COMPLETE_FILE: &str = "complete";
-
-/// A saved guest, ready to restore.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SavedState {
-    /// Its directory in the cache.
-    pub dir: PathBuf,
-}
-
-impl SavedState {
-    /// The saved memory and devices.
-    pub fn vmstate(&self) -> PathBuf {
-        self.dir.join(VMSTATE_FILE)
-    }
-
-    /// The saved disk; only ever a backing file.
-    pub fn disk(&self) -> PathBuf {
-        self.dir.join(DISK_FILE)
-    }
-
-    /// The keys the saved guest holds.
-    pub fn access(&self) -> Result<TestAccess, KeyError> {
-        TestAccess::load(&self.dir)
-    }
-}
 
 /// The key of a saved state: how states are made, the image, the command line's shape, QEMU's version.
 pub fn state_key(image: &Image, shape: &[String], qemu_version: &str) -> String {
@@ -65,10 +33,11 @@ pub fn state_key(image: &Image, shape: &[String], qemu_version: &str) -> String 
 }
 
 /// Bumped when the way a state is made changes, so older states are made
-/// again: 2 = saved only once the guest is quiet ([`crate::machine::Machine::wait_until_quiet`]);
-/// 3 = and only from a boot in which no unit of the contract restarted;
-/// 4 = and only once every unit of the contract has been up for the
-/// stability window ([`crate::launcher::STABLE_FOR`]).
+/// again: 2 = saved only once the guest is quiet
+/// ([`rave_harness::Machine::wait_until_quiet`]); 3 = and only from a boot in
+/// which no unit of the contract restarted; 4 = and only once every unit of
+/// the contract has been up for the stability window
+/// ([`crate::profiles::STABLE_FOR`]).
 pub const STATE_RECIPE: u32 = 4;
 
 /// Where saved states live: `<cache>/warm/<image>-<key>/`.
@@ -155,14 +124,13 @@ impl WarmStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::manifest::Manifest;
+    use rave_harness::Manifest;
 
     fn image(dir: &str) -> Image {
         let manifest: Manifest = serde_json::from_value(serde_json::json!({
-            "schema": 1, "profile": "p0", "flavor": "debian", "safe_mode": true,
+            "schema": 2, "profile": "p0", "flavor": "debian",
             "kernel": "vmlinuz", "initrd": "initrd.img", "disk": "disk.qcow2",
-            "kernel_cmdline": "root=/dev/vda", "ssh_user": "agent", "ca_cert": null,
-            "components": {}
+            "kernel_cmdline": "root=/dev/vda", "ssh_user": "agent"
         }))
         .unwrap();
         Image {
@@ -205,7 +173,7 @@ mod tests {
             0
         );
         let first = store.ensure(&img, "k1", |dir| {
-            std::fs::write(dir.join(VMSTATE_FILE), b"state").unwrap();
+            std::fs::write(dir.join(rave_harness::saved_state::VMSTATE_FILE), b"state").unwrap();
             Ok(())
         });
         let first = first.unwrap();

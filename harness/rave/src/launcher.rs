@@ -1,71 +1,39 @@
-//! From the environment to a booted guest: settings, image (built when
-//! missing), accelerator (probed once), then [`Machine::boot`].
+//! From settings to a booted rave guest: the profile's image (built when
+//! missing), the accelerator (probed once), then a restore of the image's
+//! saved state (made by a cold boot first when there is none) or a cold
+//! boot. The launcher is also the runner's source of guests
+//! ([`rave_harness::runner::Guests`]): a trial's group is its profile.
 
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use crate::accel::{self, AccelDecision, KvmUnusable};
-use crate::config::{ConfigError, RunConfig};
-use crate::host_check::find_qemu;
+use rave_harness::accel::{self, AccelDecision, KvmUnusable};
+use rave_harness::host::{HostError, Tools};
+use rave_harness::qemu_command::Accel;
+use rave_harness::runner::{Guest, Guests, Unavailable};
+use rave_harness::saved_state::SavedState;
+use rave_harness::{BootOptions, CheckError, Image, Machine, MachineError};
+
 use crate::image_store::{ImageError, ImageSpec, ImageStore};
-use crate::machine::{BootOptions, Machine, MachineError};
-use crate::manifest::{Flavor, Image, Profile};
-use crate::warm_start::{state_key, SavedState, WarmStore};
+use crate::profiles::{Profile, STABLE_FOR};
+use crate::settings::Settings;
+use crate::warm_store::{state_key, WarmStore};
 
 /// Why a guest could not be had.
 #[derive(Debug, thiserror::Error)]
 pub enum LaunchError {
-    /// A bad environment value.
-    #[error(transparent)]
-    Config(#[from] ConfigError),
     /// The image could not be found or built.
     #[error(transparent)]
     Image(#[from] ImageError),
     /// KVM was demanded and does not work.
-    #[error(transparent)]
+    #[error("RAVE_ACCEL=kvm: {0}")]
     Kvm(#[from] KvmUnusable),
+    /// A program is missing.
+    #[error(transparent)]
+    Host(#[from] HostError),
     /// The guest did not boot.
     #[error(transparent)]
     Machine(#[from] MachineError),
-    /// `RAVE_FLAVOR` holds something else than debian or nixos.
-    #[error("RAVE_FLAVOR={0:?} is not valid: debian (the default) or nixos")]
-    Flavor(String),
-    /// `RAVE_COLD` holds something else than 0 or 1.
-    #[error("RAVE_COLD={0:?} is not valid: 1 (boot every guest cold) or 0 (restore saved states, the default)")]
-    Cold(String),
-}
-
-/// QEMU's version line: a saved state is only restored by the QEMU that saved it.
-fn qemu_version() -> Result<String, MachineError> {
-    let qemu = find_qemu()?;
-    let out = std::process::Command::new(&qemu)
-        .arg("--version")
-        .output()
-        .map_err(|e| MachineError::Setup {
-            what: format!("running {} --version", qemu.display()),
-            message: e.to_string(),
-        })?;
-    Ok(String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .next()
-        .unwrap_or("")
-        .to_string())
-}
-
-/// Boots guests of one flavor with one run's settings.
-#[derive(Debug)]
-pub struct Launcher {
-    /// The run's settings.
-    pub config: RunConfig,
-    /// Where images are built and kept.
-    pub store: ImageStore,
-    /// The flavor of every image this launcher boots.
-    pub flavor: Flavor,
-    /// Boot every guest cold instead of restoring a saved state (`RAVE_COLD=1`, `--cold`).
-    pub cold: bool,
-    accel: OnceLock<AccelDecision>,
-    /// QEMU's version line, read once per run (it keys the saved states).
-    qemu_version: OnceLock<String>,
 }
 
 /// How long a cold boot may take until every unit of the contract is up, before a save.
@@ -76,47 +44,42 @@ pub const PORT_ATTEMPTS: u32 = 3;
 pub const QUIET_TIMEOUT: Duration = Duration::from_secs(120);
 /// Cold boots tried for a saved state in which no unit of the contract restarted.
 pub const SAVE_ATTEMPTS: u32 = 3;
-/// The systemd cases' stability window: a unit passes only once it has been
-/// active, in one activation, for this long (a unit in a crash loop, even
-/// one sampled during a short life, is red). A guest is saved for warm starts
-/// only once every unit of its contract has been up this long, so the cases
-/// on a restored guest do not wait for it.
-pub const STABLE_FOR: Duration = Duration::from_secs(10);
 /// How long saving a guest's state may take.
 pub const SAVE_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// Boots rave guests with one run's settings.
+#[derive(Debug)]
+pub struct Launcher {
+    /// The run's settings.
+    pub settings: Settings,
+    /// Where images are built and kept.
+    pub store: ImageStore,
+    accel: OnceLock<AccelDecision>,
+    tools: OnceLock<Tools>,
+    /// QEMU's version line, read once per run (it keys the saved states).
+    qemu_version: OnceLock<String>,
+}
+
 impl Launcher {
-    /// A launcher for the environment's settings (`QEMU_RAM_MB`, `QEMU_CPUS`,
-    /// `RAVE_ACCEL`, `SAFE`, `RAVE_FLAVOR`, `RAVE_CACHE_DIR`, `RAVE_COLD`).
-    pub fn from_env() -> Result<Self, LaunchError> {
-        let flavor = match std::env::var("RAVE_FLAVOR").ok().as_deref().map(str::trim) {
-            None | Some("") | Some("debian") => Flavor::Debian,
-            Some("nixos") => Flavor::Nixos,
-            Some(other) => return Err(LaunchError::Flavor(other.into())),
-        };
-        // State left by a harness that was killed (SIGKILL) goes first.
-        crate::reaper::sweep_stale();
-        let cold = match std::env::var("RAVE_COLD").ok().as_deref().map(str::trim) {
-            None | Some("") | Some("0") => false,
-            Some("1") => true,
-            Some(other) => return Err(LaunchError::Cold(other.into())),
-        };
-        Ok(Launcher {
-            config: RunConfig::from_env()?,
-            store: ImageStore::from_env(),
-            flavor,
-            cold,
+    /// A launcher for `settings`. State left by a harness that was killed
+    /// (SIGKILL) is swept first.
+    pub fn new(settings: Settings) -> Self {
+        rave_harness::reaper::sweep_stale(&settings.state_root);
+        Launcher {
+            store: ImageStore::new(&settings),
+            settings,
             accel: OnceLock::new(),
+            tools: OnceLock::new(),
             qemu_version: OnceLock::new(),
-        })
+        }
     }
 
     /// The image spec of `profile` for this run.
     pub fn spec(&self, profile: Profile) -> ImageSpec {
         ImageSpec {
-            flavor: self.flavor,
+            flavor: self.settings.flavor,
             profile,
-            safe_mode: self.config.safe_mode,
+            safe_mode: self.settings.safe_mode,
         }
     }
 
@@ -125,14 +88,22 @@ impl Launcher {
         Ok(self.store.ensure(self.spec(profile))?)
     }
 
+    /// QEMU and qemu-img, found once.
+    pub fn tools(&self) -> Result<Tools, LaunchError> {
+        if let Some(tools) = self.tools.get() {
+            return Ok(tools.clone());
+        }
+        let found = self.settings.tools()?;
+        Ok(self.tools.get_or_init(|| found).clone())
+    }
+
     /// A guest of `profile` named `name`, up to SSH: restored from the image's
     /// saved state (made by a cold boot first when there is none), or booted
-    /// cold when the launcher is `cold`.
+    /// cold when the settings say so.
     pub fn boot(&self, profile: Profile, name: &str) -> Result<Machine, LaunchError> {
         let image = self.image(profile)?;
-        let accel = self.accel(&image)?;
-        let options = BootOptions::new(name, self.config.clone(), accel);
-        let saved = if self.cold {
+        let options = self.options(&image, name)?;
+        let saved = if self.settings.cold {
             None
         } else {
             Some(self.saved_state(&image, &options)?)
@@ -154,17 +125,23 @@ impl Launcher {
         }
     }
 
+    /// The boot options of a guest of `image` named `name` with this run's settings.
+    pub fn options(&self, image: &Image, name: &str) -> Result<BootOptions, LaunchError> {
+        let tools = self.tools()?;
+        let accel = self.accel(image, &tools)?;
+        Ok(self.settings.boot_options(name, tools, accel))
+    }
+
     /// The saved state of `image` booted with `options`, made now when missing.
     pub fn saved_state(&self, image: &Image, options: &BootOptions) -> Result<SavedState, LaunchError> {
-        let shape = Machine::command_shape(image, options)?;
         let version = match self.qemu_version.get() {
             Some(version) => version.clone(),
             None => {
-                let read = qemu_version()?;
+                let read = qemu_version(&options.tools)?;
                 self.qemu_version.get_or_init(|| read).clone()
             }
         };
-        let key = state_key(image, &shape, &version);
+        let key = state_key(image, &rave_harness::boot_plan::shape(image, options), &version);
         let store = WarmStore::new(&self.store.cache_dir);
         Ok(store.ensure(image, &key, |dir| {
             let mut cold = options.clone();
@@ -176,7 +153,7 @@ impl Launcher {
             let mut attempt = 1;
             loop {
                 let machine = Machine::boot(image, &cold)?;
-                machine.wait_for_contract(CONTRACT_UP_TIMEOUT)?;
+                machine.wait_for_components(CONTRACT_UP_TIMEOUT)?;
                 machine.wait_until_quiet(QUIET_TIMEOUT)?;
                 machine.wait_for_units_up_for(&units, STABLE_FOR, QUIET_TIMEOUT)?;
                 let restarted = machine.restarted_units(&units)?;
@@ -213,16 +190,15 @@ impl Launcher {
     }
 
     /// The accelerator, decided on the first boot and kept for the run.
-    fn accel(&self, image: &Image) -> Result<crate::qemu_command::Accel, LaunchError> {
+    fn accel(&self, image: &Image, tools: &Tools) -> Result<Accel, LaunchError> {
         if let Some(decision) = self.accel.get() {
             return Ok(decision.accel);
         }
-        let qemu = find_qemu().map_err(MachineError::from)?;
         std::fs::create_dir_all(&self.store.cache_dir).map_err(|source| ImageError::Cache {
             path: self.store.cache_dir.clone(),
             source,
         })?;
-        let decision = accel::decide(self.config.accel, &qemu, &image.kernel(), &self.store.cache_dir)?;
+        let decision = accel::decide(self.settings.accel, &tools.qemu, &image.kernel(), &self.store.cache_dir)?;
         let decision = self.accel.get_or_init(|| {
             if let Some(warning) = &decision.warning {
                 eprintln!("{warning}");
@@ -231,4 +207,37 @@ impl Launcher {
         });
         Ok(decision.accel)
     }
+}
+
+impl Guests for Launcher {
+    /// The image of the profile `group` names: ignored when the flavor cannot
+    /// build it, a harness error when its build fails.
+    fn image(&self, group: &str) -> Result<Image, Unavailable> {
+        let profile: Profile = group.parse().map_err(Unavailable::Error)?;
+        self.store.buildable(self.spec(profile)).map_err(Unavailable::Ignored)?;
+        Launcher::image(self, profile).map_err(|e| Unavailable::Error(e.to_string()))
+    }
+
+    fn guest(&self, group: &str, name: &str) -> Result<Guest, CheckError> {
+        let profile: Profile = group.parse().map_err(CheckError::harness)?;
+        self.boot(profile, name)
+            .map(|machine| Guest::Owned(Box::new(machine)))
+            .map_err(|e| CheckError::harness(format!("booting {name}: {e}")))
+    }
+}
+
+/// QEMU's version line: a saved state is only restored by the QEMU that saved it.
+fn qemu_version(tools: &Tools) -> Result<String, MachineError> {
+    let out = std::process::Command::new(&tools.qemu)
+        .arg("--version")
+        .output()
+        .map_err(|e| MachineError::Setup {
+            what: format!("running {} --version", tools.qemu.display()),
+            message: e.to_string(),
+        })?;
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_string())
 }

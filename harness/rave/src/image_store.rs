@@ -8,8 +8,11 @@ use std::process::Command;
 
 use sha2::{Digest, Sha256};
 
-use crate::host_check::is_executable;
-use crate::manifest::{Flavor, Image, ManifestError, Profile};
+use rave_harness::host::is_executable;
+use rave_harness::image::{Image, ManifestError, MANIFEST_FILE};
+
+use crate::profiles::{Flavor, Profile, SafeValues};
+use crate::settings::Settings;
 
 /// The profiles the debian recipe builds.
 pub const DEBIAN_PROFILES: &[Profile] = &[Profile::P0, Profile::P1, Profile::P2];
@@ -19,6 +22,7 @@ pub const DEBIAN_PROFILES: &[Profile] = &[Profile::P0, Profile::P1, Profile::P2]
 /// dispatcher built from the workspace.
 const DEBIAN_INPUTS: &[&str] = &[
     "observability",
+    "safe-mode.json",
     "webhook-dispatcher/src",
     "webhook-dispatcher/Cargo.toml",
     "webhook-dispatcher/webhook-dispatcher.service",
@@ -26,7 +30,7 @@ const DEBIAN_INPUTS: &[&str] = &[
 ];
 
 /// Bumped when the way recipes turn into images changes outside the recipe files.
-const STORE_VERSION: &str = "rave-image-store-2";
+const STORE_VERSION: &str = "rave-image-store-3";
 
 /// The workspace package the images carry.
 const DISPATCHER_PACKAGE: &str = "webhook-dispatcher";
@@ -166,23 +170,12 @@ impl ImageSpec {
 }
 
 impl ImageStore {
-    /// The store the environment describes.
-    pub fn from_env() -> Self {
-        let cache_dir = std::env::var_os("RAVE_CACHE_DIR")
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("rave-harness")))
-            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/rave-harness")))
-            .unwrap_or_else(|| PathBuf::from("/var/cache/rave-harness"));
-        let recipes_dir = std::env::var_os("RAVE_IMAGES_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../images"));
-        let nixos_images = std::env::var_os("RAVE_NIXOS_IMAGES")
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from);
+    /// The store `settings` describe.
+    pub fn new(settings: &Settings) -> Self {
         ImageStore {
-            cache_dir,
-            recipes_dir,
-            nixos_images,
+            cache_dir: settings.cache_dir.clone(),
+            recipes_dir: settings.images_dir.clone(),
+            nixos_images: settings.nixos_images.clone(),
         }
     }
 
@@ -294,6 +287,8 @@ impl ImageStore {
             path: self.recipe_dir(spec.flavor),
             source,
         };
+        // The SAFE values come from the one table, images/safe-mode.json.
+        let safe = SafeValues::of(spec.safe_mode);
         let mut child = Command::new("bash")
             .arg(self.recipe_dir(spec.flavor).join("build.sh"))
             .args(["--profile", spec.profile.as_str(), "--out"])
@@ -301,6 +296,9 @@ impl ImageStore {
             .arg("--cache")
             .arg(&self.cache_dir)
             .env("SAFE", if spec.safe_mode { "1" } else { "0" })
+            .env("RAVE_RETENTION", &safe.retention)
+            .env("RAVE_SCRAPE_INTERVAL", &safe.scrape_interval)
+            .env("RAVE_PROMETHEUS_MEMORY_MAX", &safe.prometheus_memory_max)
             .stdout(std::process::Stdio::piped())
             .spawn()
             .map_err(recipe_error)?;
@@ -348,14 +346,7 @@ impl ImageStore {
     pub fn buildable(&self, spec: ImageSpec) -> Result<(), String> {
         match spec.flavor {
             Flavor::Nixos => match &self.nixos_images {
-                Some(dir)
-                    if dir
-                        .join(spec.profile.as_str())
-                        .join(crate::manifest::MANIFEST_FILE)
-                        .is_file() =>
-                {
-                    Ok(())
-                }
+                Some(dir) if dir.join(spec.profile.as_str()).join(MANIFEST_FILE).is_file() => Ok(()),
                 _ => Err(nixos_hint(spec.profile)),
             },
             Flavor::Debian if !DEBIAN_PROFILES.contains(&spec.profile) => Err(format!(
@@ -505,7 +496,7 @@ version = "1.0.0"
     #[test]
     fn a_new_build_prunes_the_images_of_older_recipes() {
         let (tmp, store) = store_with_recipe();
-        let manifest = r#"{"schema":1,"profile":"p0","flavor":"debian","safe_mode":true,"kernel":"k","initrd":"i","disk":"d","kernel_cmdline":"","ssh_user":"agent","ca_cert":null,"components":{}}"#;
+        let manifest = r#"{"schema":2,"profile":"p0","flavor":"debian","kernel":"k","initrd":"i","disk":"d","kernel_cmdline":"","ssh_user":"agent","properties":{"safe_mode":true}}"#;
         let script = format!("mkdir -p \"$4\" && cd \"$4\" && touch k i d && printf '%s' '{manifest}' > manifest.json");
         std::fs::write(tmp.path().join("images/debian/build.sh"), &script).unwrap();
         let old = store.ensure(P0).unwrap().dir;

@@ -1,8 +1,9 @@
-//! Can this host run the guest asked for? QEMU present, memory and CPUs enough.
+//! Can this host run the guest asked for? QEMU present, memory and CPUs
+//! enough. Nothing here reads the environment: the programs' search path
+//! and QEMU's own path come from the caller.
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-
-use crate::config::RunConfig;
 
 /// What QEMU itself needs beyond the guest's RAM (translation cache, devices).
 pub const QEMU_OVERHEAD_MB: u64 = 512;
@@ -65,27 +66,27 @@ impl HostResources {
         }
     }
 
-    /// How many guests of `config`'s size this host runs at once without
-    /// over-committing its CPUs or its memory (at least one).
-    pub fn guests_at_once(&self, config: &RunConfig) -> usize {
-        let by_cpus = self.cpus / (config.cpus.max(1) as usize);
-        let by_memory = self.available_mb / (u64::from(config.ram_mb) + QEMU_OVERHEAD_MB);
+    /// How many guests of `ram_mb` MiB and `cpus` CPUs this host runs at
+    /// once without over-committing its CPUs or its memory (at least one).
+    pub fn guests_at_once(&self, ram_mb: u32, cpus: u32) -> usize {
+        let by_cpus = self.cpus / (cpus.max(1) as usize);
+        let by_memory = self.available_mb / (u64::from(ram_mb) + QEMU_OVERHEAD_MB);
         by_cpus.min(by_memory.min(usize::MAX as u64) as usize).max(1)
     }
 
-    /// Checks that a guest of `config`'s size fits.
-    pub fn check(&self, config: &RunConfig) -> Result<(), HostError> {
-        let needed_mb = u64::from(config.ram_mb) + QEMU_OVERHEAD_MB;
+    /// Checks that a guest of `ram_mb` MiB and `cpus` CPUs fits.
+    pub fn check(&self, ram_mb: u32, cpus: u32) -> Result<(), HostError> {
+        let needed_mb = u64::from(ram_mb) + QEMU_OVERHEAD_MB;
         if self.available_mb < needed_mb {
             return Err(HostError::Memory {
-                ram_mb: config.ram_mb,
+                ram_mb,
                 needed_mb,
                 available_mb: self.available_mb,
             });
         }
-        if config.cpus as usize > self.cpus {
+        if cpus as usize > self.cpus {
             return Err(HostError::Cpus {
-                cpus: config.cpus,
+                cpus,
                 host_cpus: self.cpus,
             });
         }
@@ -93,10 +94,9 @@ impl HostResources {
     }
 }
 
-/// Finds a program on PATH, or says which package to install.
-pub fn find_program(program: &str, package: &str) -> Result<PathBuf, HostError> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
+/// Finds a program on `search_path` (a `PATH` value), or says which package to install.
+pub fn find_program(program: &str, package: &str, search_path: &OsStr) -> Result<PathBuf, HostError> {
+    std::env::split_paths(search_path)
         .map(|dir| dir.join(program))
         .find(|candidate| is_executable(candidate))
         .ok_or_else(|| HostError::MissingProgram {
@@ -105,20 +105,38 @@ pub fn find_program(program: &str, package: &str) -> Result<PathBuf, HostError> 
         })
 }
 
-/// The QEMU system emulator (`RAVE_QEMU` overrides the one on PATH).
-pub fn find_qemu() -> Result<PathBuf, HostError> {
-    match std::env::var_os("RAVE_QEMU") {
-        Some(p) if is_executable(Path::new(&p)) => Ok(PathBuf::from(p)),
-        Some(p) => Err(HostError::MissingProgram {
-            program: format!("RAVE_QEMU={}", Path::new(&p).display()),
-            package: "qemu-system-x86 or point RAVE_QEMU at qemu-system-x86_64".into(),
-        }),
-        None => find_program("qemu-system-x86_64", "qemu-system-x86"),
+/// The programs a booted guest needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tools {
+    /// The QEMU system emulator.
+    pub qemu: PathBuf,
+    /// qemu-img, for overlays.
+    pub qemu_img: PathBuf,
+}
+
+impl Tools {
+    /// Finds them on `search_path`; `qemu` (when given, e.g. a build of
+    /// one's own) is used instead of the emulator found there.
+    pub fn find(search_path: &OsStr, qemu: Option<&Path>) -> Result<Tools, HostError> {
+        let qemu = match qemu {
+            Some(p) if is_executable(p) => p.to_path_buf(),
+            Some(p) => {
+                return Err(HostError::MissingProgram {
+                    program: p.display().to_string(),
+                    package: "qemu-system-x86 (the QEMU named is not an executable file)".into(),
+                })
+            }
+            None => find_program("qemu-system-x86_64", "qemu-system-x86", search_path)?,
+        };
+        Ok(Tools {
+            qemu,
+            qemu_img: find_program("qemu-img", "qemu-utils", search_path)?,
+        })
     }
 }
 
 /// Whether `path` is a file with an execute bit.
-pub(crate) fn is_executable(path: &Path) -> bool {
+pub fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     path.metadata()
         .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
@@ -126,42 +144,16 @@ pub(crate) fn is_executable(path: &Path) -> bool {
 }
 
 #[cfg(test)]
-mod guests_at_once_tests {
+mod tests {
     use super::*;
-
-    fn config(ram_mb: u32, cpus: u32) -> RunConfig {
-        RunConfig {
-            ram_mb,
-            cpus,
-            accel: crate::config::AccelChoice::Tcg,
-            safe_mode: true,
-            kernel_args: None,
-        }
-    }
 
     #[test]
     fn never_over_commits_cpus_or_memory() {
         let host = |available_mb, cpus| HostResources { available_mb, cpus };
-        assert_eq!(host(24_000, 2).guests_at_once(&config(3072, 2)), 1);
-        assert_eq!(host(24_000, 8).guests_at_once(&config(3072, 2)), 4);
-        assert_eq!(host(7_000, 8).guests_at_once(&config(3072, 2)), 1);
-        assert_eq!(host(1_000, 1).guests_at_once(&config(3072, 2)), 1);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::AccelChoice;
-
-    fn config(ram_mb: u32, cpus: u32) -> RunConfig {
-        RunConfig {
-            ram_mb,
-            cpus,
-            accel: AccelChoice::Tcg,
-            safe_mode: true,
-            kernel_args: None,
-        }
+        assert_eq!(host(24_000, 2).guests_at_once(3072, 2), 1);
+        assert_eq!(host(24_000, 8).guests_at_once(3072, 2), 4);
+        assert_eq!(host(7_000, 8).guests_at_once(3072, 2), 1);
+        assert_eq!(host(1_000, 1).guests_at_once(3072, 2), 1);
     }
 
     #[test]
@@ -170,9 +162,9 @@ mod tests {
             available_mb: 2048,
             cpus: 2,
         };
-        let err = host.check(&config(3072, 2)).unwrap_err();
+        let err = host.check(3072, 2).unwrap_err();
         assert_eq!(err.to_string(), "QEMU_RAM_MB=3072 needs 3584 MiB free (guest plus QEMU), but this host has 2048 MiB available: lower QEMU_RAM_MB or free memory");
-        assert!(host.check(&config(1024, 2)).is_ok());
+        assert!(host.check(1024, 2).is_ok());
     }
 
     #[test]
@@ -182,14 +174,19 @@ mod tests {
             cpus: 2,
         };
         assert_eq!(
-            host.check(&config(3072, 4)).unwrap_err(),
+            host.check(3072, 4).unwrap_err(),
             HostError::Cpus { cpus: 4, host_cpus: 2 }
         );
     }
 
     #[test]
     fn a_missing_program_names_its_package() {
-        let err = find_program("surely-not-a-program-rave", "rave-pkg").unwrap_err();
+        let err = find_program(
+            "surely-not-a-program-rave",
+            "rave-pkg",
+            OsStr::new("/nonexistent:/also-not"),
+        )
+        .unwrap_err();
         assert_eq!(
             err.to_string(),
             "surely-not-a-program-rave not found on PATH: install rave-pkg (scripts/setup does)"

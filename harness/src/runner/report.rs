@@ -1,134 +1,47 @@
 //! What a run found, for a person (the summary table) and a pipeline (JUnit
 //! XML, JSON). Pure: records in, text out, so every rendering is snapshot-tested.
+//!
+//! The three kinds of red stay apart: a failed claim is a JUnit `<failure>`,
+//! a harness error and a timeout are `<error>`s (with their type).
 
 use std::time::Duration;
 
 use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
 use serde::Serialize;
 
-use crate::manifest::Profile;
+use super::trial::TrialKind;
+use crate::facts::{seconds, GuestReport};
+use crate::outcome::{Outcome, Red};
 
-/// A case's own check, or its fault test (green, fault, then red).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TrialKind {
-    /// The case against a guest.
-    Case,
-    /// The case's fault test on a fresh guest.
-    Fault,
-}
-
-/// How a trial ended.
+/// One trial's result.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "result", rename_all = "lowercase")]
-pub enum Outcome {
-    /// It proved its claim.
-    Passed,
-    /// It did not; the message says what to look at first, then the evidence.
-    Failed {
-        /// The failure, first line first.
-        message: String,
-    },
-    /// It did not run, and why (a component the image lacks, a profile the flavor cannot build).
-    Ignored {
-        /// Why.
-        reason: String,
-    },
-}
-
-impl Outcome {
-    /// `passed`, `FAILED` or `ignored`, as the summary prints it.
-    pub fn label(&self) -> &'static str {
-        match self {
-            Outcome::Passed => "passed",
-            Outcome::Failed { .. } => "FAILED",
-            Outcome::Ignored { .. } => "ignored",
-        }
-    }
-}
-
-/// One trial's result: a case (or its fault test) on one profile.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct CaseRecord {
+pub struct TrialRecord {
+    /// The trial's full name (`p0::systemd_services::nginx`).
+    #[serde(rename = "case")]
+    pub name: String,
     /// The suite, e.g. `systemd_services`.
     pub suite: String,
     /// The case, e.g. `nginx`.
+    #[serde(rename = "case_name")]
     pub case: String,
-    /// The profile it ran on.
-    pub profile: Profile,
+    /// The group (profile) it ran on.
+    pub profile: String,
     /// Case or fault test.
     pub kind: TrialKind,
     /// How it ended.
-    #[serde(flatten)]
     pub outcome: Outcome,
-    /// How long it took (boot of a fault test's guest included).
+    /// How long it took (the boot of a fault test's guest included).
     #[serde(serialize_with = "seconds")]
     pub duration: Duration,
-}
-
-impl CaseRecord {
-    /// `p0::systemd_services::nginx`, or `fault::p0::systemd_services::nginx`.
-    pub fn name(&self) -> String {
-        trial_name(self.kind, self.profile, &self.suite, &self.case)
-    }
-}
-
-/// The trial name libtest and the CLI's `--filter` use.
-pub fn trial_name(kind: TrialKind, profile: Profile, suite: &str, case: &str) -> String {
-    match kind {
-        TrialKind::Case => format!("{profile}::{suite}::{case}"),
-        TrialKind::Fault => format!("fault::{profile}::{suite}::{case}"),
-    }
-}
-
-/// A stage of a guest's boot and when it was reached, from QEMU's start.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
-pub struct BootStage {
-    /// e.g. `console` (first serial output), `restored` (saved state loaded),
-    /// `ssh` (first key login), `clock` (a restored guest's clock set),
-    /// `contract` (every unit of the contract active).
-    pub stage: String,
-    /// Since QEMU started.
-    #[serde(serialize_with = "seconds", deserialize_with = "from_seconds")]
-    pub at: Duration,
-}
-
-/// A unit's memory against its limit, as systemd reports them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct UnitMemory {
-    /// The unit.
-    pub unit: String,
-    /// `MemoryCurrent` in bytes, when accounted.
-    pub current_bytes: Option<u64>,
-    /// `MemoryMax` in bytes, when set.
-    pub max_bytes: Option<u64>,
-}
-
-/// What one guest cost the host and its units used, taken before it went down.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct GuestReport {
-    /// The guest's name, e.g. `rave-p2`.
-    pub name: String,
-    /// Its profile.
-    pub profile: Profile,
-    /// Whether it was an attached target (no boot, no QEMU figures).
-    pub attached: bool,
-    /// Its boot stages.
-    pub boot: Vec<BootStage>,
-    /// QEMU's peak resident memory in bytes.
-    pub qemu_peak_rss_bytes: u64,
-    /// QEMU's CPU time (user and system).
-    #[serde(serialize_with = "seconds")]
-    pub qemu_cpu_time: Duration,
-    /// Each component unit's memory against its MemoryMax.
-    pub units: Vec<UnitMemory>,
+    /// Its step log, one line per step that ended.
+    pub steps: Vec<String>,
 }
 
 /// A whole run.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct RunReport {
-    /// Every trial, in the order run.
-    pub records: Vec<CaseRecord>,
+    /// Every trial, in the order selected.
+    pub records: Vec<TrialRecord>,
     /// Every guest's figures.
     pub guests: Vec<GuestReport>,
     /// Wall time of the run.
@@ -137,11 +50,6 @@ pub struct RunReport {
 }
 
 impl RunReport {
-    /// Trials that failed.
-    pub fn failed(&self) -> usize {
-        self.count(|o| matches!(o, Outcome::Failed { .. }))
-    }
-
     /// Trials that passed.
     pub fn passed(&self) -> usize {
         self.count(|o| matches!(o, Outcome::Passed))
@@ -152,12 +60,23 @@ impl RunReport {
         self.count(|o| matches!(o, Outcome::Ignored { .. }))
     }
 
+    /// Trials red with `red`.
+    pub fn red(&self, red: Red) -> usize {
+        self.count(|o| o.red() == Some(red))
+    }
+
+    /// Trials red in any way.
+    pub fn reds(&self) -> usize {
+        self.count(|o| o.red().is_some())
+    }
+
     fn count(&self, pick: impl Fn(&Outcome) -> bool) -> usize {
         self.records.iter().filter(|r| pick(&r.outcome)).count()
     }
 
     /// The table a person reads at the end of a run: one row per trial, then
-    /// the guests' figures, then the totals.
+    /// the ignored reasons, the guests' figures, the totals, and the first
+    /// line of every red trial.
     pub fn summary(&self) -> String {
         let mut rows: Vec<[String; 4]> = vec![["case".into(), "profile".into(), "result".into(), "time".into()]];
         for r in &self.records {
@@ -167,7 +86,7 @@ impl RunReport {
             };
             rows.push([
                 case,
-                r.profile.to_string(),
+                r.profile.clone(),
                 r.outcome.label().into(),
                 format!("{:.1} s", r.duration.as_secs_f64()),
             ]);
@@ -197,37 +116,40 @@ impl RunReport {
         }
         for r in &self.records {
             if let Outcome::Ignored { reason } = &r.outcome {
-                out.push_str(&format!("ignored {}: {}\n", r.name(), first_line(reason)));
+                out.push_str(&format!("ignored {}: {}\n", r.name, first_line(reason)));
             }
         }
         for g in &self.guests {
             out.push_str(&guest_line(g));
         }
         out.push_str(&format!(
-            "{} passed, {} failed, {} ignored in {:.1} s\n",
+            "{} passed, {} failed, {} harness errors, {} timed out, {} ignored in {:.1} s\n",
             self.passed(),
-            self.failed(),
+            self.red(Red::Failed),
+            self.red(Red::HarnessError),
+            self.red(Red::TimedOut),
             self.ignored(),
             self.duration.as_secs_f64()
         ));
         for r in &self.records {
-            if let Outcome::Failed { message } = &r.outcome {
-                out.push_str(&format!("FAILED {}: {}\n", r.name(), first_line(message)));
+            if let (Some(red), Some(message)) = (r.outcome.red(), r.outcome.message()) {
+                out.push_str(&format!("{} {}: {}\n", red.label(), r.name, first_line(message)));
             }
         }
         out
     }
 
-    /// The JUnit XML that GitLab and Jenkins read: one `testsuite` per profile
-    /// (fault tests in `fault::PROFILE`), one `testcase` per case, with real
-    /// durations and, for a failure, the whole diagnostics in `system-out`.
+    /// The JUnit XML that GitLab and Jenkins read: one `testsuite` per group
+    /// (fault tests in `fault::GROUP`), one `testcase` per trial, with real
+    /// durations; a red trial's first line as its message, and its step log
+    /// and whole diagnostics in `system-out`.
     pub fn junit(&self) -> String {
         let mut report = Report::new("rave-harness");
         report.set_time(self.duration);
         let mut suites: Vec<(String, TestSuite)> = Vec::new();
         for r in &self.records {
             let suite_name = match r.kind {
-                TrialKind::Case => r.profile.to_string(),
+                TrialKind::Case => r.profile.clone(),
                 TrialKind::Fault => format!("fault::{}", r.profile),
             };
             let index = match suites.iter().position(|(n, _)| *n == suite_name) {
@@ -239,23 +161,35 @@ impl RunReport {
             };
             let status = match &r.outcome {
                 Outcome::Passed => TestCaseStatus::success(),
-                Outcome::Failed { message } => {
-                    let mut status = TestCaseStatus::non_success(NonSuccessKind::Failure);
-                    status.set_message(first_line(message));
-                    status.set_type("CaseFailure");
-                    status
-                }
                 Outcome::Ignored { reason } => {
                     let mut status = TestCaseStatus::skipped();
                     status.set_message(first_line(reason));
+                    status
+                }
+                red => {
+                    let kind = match red.red() {
+                        Some(Red::Failed) => NonSuccessKind::Failure,
+                        _ => NonSuccessKind::Error,
+                    };
+                    let mut status = TestCaseStatus::non_success(kind);
+                    status.set_message(first_line(red.message().unwrap_or("")));
+                    status.set_type(red.red().map_or("?", Red::words));
                     status
                 }
             };
             let mut case = TestCase::new(format!("{}::{}", r.suite, r.case), status);
             case.set_classname(format!("{suite_name}.{}", r.suite));
             case.set_time(r.duration);
-            if let Outcome::Failed { message } = &r.outcome {
-                case.set_system_out(message.as_str());
+            let mut out = String::new();
+            for step in &r.steps {
+                out.push_str(step);
+                out.push('\n');
+            }
+            if let Some(message) = r.outcome.message() {
+                out.push_str(message);
+            }
+            if !out.trim().is_empty() {
+                case.set_system_out(out.trim_end());
             }
             suites[index].1.add_test_case(case);
         }
@@ -334,57 +268,81 @@ fn first_line(text: &str) -> String {
         .to_string()
 }
 
-fn from_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let secs = <f64 as serde::Deserialize>::deserialize(d)?;
-    Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom)
-}
-
-fn seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_f64((d.as_secs_f64() * 1000.0).round() / 1000.0)
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::facts::{BootStage, UnitMemory};
 
-    /// A fixed run: a pass, a failure with diagnostics, an ignored case, a fault test.
+    /// A fixed run: a pass, a failure with diagnostics, a harness error, a
+    /// timeout, an ignored case, a fault test.
     pub(crate) fn sample() -> RunReport {
-        let record = |suite: &str, case: &str, profile, kind, outcome, ms| CaseRecord {
+        let record = |suite: &str, case: &str, profile: &str, kind, outcome, ms| TrialRecord {
+            name: super::super::trial::trial_name(kind, profile, suite, case),
             suite: suite.into(),
             case: case.into(),
-            profile,
+            profile: profile.into(),
             kind,
             outcome,
             duration: Duration::from_millis(ms),
+            steps: Vec::new(),
         };
+        let mut failed = record(
+            "http_health",
+            "webhook_security",
+            "p0",
+            TrialKind::Case,
+            Outcome::Failed {
+                message: "expected POST /webhook to answer 202, saw 502\n--- journal of nginx.service ---\nupstream refused <&>".into(),
+            },
+            1250,
+        );
+        failed.steps = vec!["waiting for unit nginx.service to be active … finished in 0.4 s".into()];
         RunReport {
             records: vec![
-                record("systemd_services", "nginx", Profile::P0, TrialKind::Case, Outcome::Passed, 412),
+                record("systemd_services", "nginx", "p0", TrialKind::Case, Outcome::Passed, 412),
+                failed,
                 record(
-                    "http_health",
-                    "webhook_endpoint",
-                    Profile::P0,
+                    "security",
+                    "ssh_config",
+                    "p1",
                     TrialKind::Case,
-                    Outcome::Failed {
-                        message: "expected 202 from POST /webhook, saw 502\n--- journal of nginx.service ---\nupstream refused <&>".into(),
+                    Outcome::HarnessError {
+                        message: "booting rave-p1: the overlay of disk.qcow2 could not be made".into(),
                     },
-                    1250,
+                    30,
+                ),
+                record(
+                    "p2_observability",
+                    "prometheus_targets",
+                    "p2",
+                    TrialKind::Case,
+                    Outcome::TimedOut {
+                        message: "guest rave-p2: timed out after 75.0s waiting for a scrape".into(),
+                    },
+                    75_100,
                 ),
                 record(
                     "systemd_services",
                     "grafana",
-                    Profile::P2,
+                    "p2",
                     TrialKind::Case,
                     Outcome::Ignored {
                         reason: "grafana is absent from this image: Debian has no grafana package".into(),
                     },
                     0,
                 ),
-                record("systemd_services", "nginx", Profile::P0, TrialKind::Fault, Outcome::Passed, 31_900),
+                record(
+                    "systemd_services",
+                    "nginx",
+                    "p0",
+                    TrialKind::Fault,
+                    Outcome::Passed,
+                    31_900,
+                ),
             ],
             guests: vec![GuestReport {
                 name: "rave-p0".into(),
-                profile: Profile::P0,
+                profile: "p0".into(),
                 attached: false,
                 boot: vec![
                     BootStage {
@@ -424,8 +382,12 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn counts() {
+    fn counts_keep_the_kinds_of_red_apart() {
         let run = sample();
-        assert_eq!((run.passed(), run.failed(), run.ignored()), (2, 1, 1));
+        assert_eq!((run.passed(), run.ignored(), run.reds()), (2, 1, 3));
+        assert_eq!(
+            (run.red(Red::Failed), run.red(Red::HarnessError), run.red(Red::TimedOut)),
+            (1, 1, 1)
+        );
     }
 }

@@ -9,8 +9,12 @@ use std::fmt;
 use std::path::PathBuf;
 use std::process::Command;
 
-use crate::config::{AccelChoice, RunConfig};
-use crate::host_check::{find_program, find_qemu, HostResources, QEMU_OVERHEAD_MB};
+use std::ffi::OsString;
+
+use rave_harness::accel::AccelChoice;
+use rave_harness::host::{find_program, HostResources, Tools, QEMU_OVERHEAD_MB};
+
+use crate::settings::Settings;
 
 /// Free space the image cache wants: a base layer, three images and a build's scratch.
 pub const CACHE_FREE_WANTED_BYTES: u64 = 12 * 1024 * 1024 * 1024;
@@ -48,7 +52,7 @@ pub struct DoctorFacts {
     /// KVM's verdict.
     pub kvm: KvmFact,
     /// The run's settings, or the bad value.
-    pub config: Result<RunConfig, String>,
+    pub config: Result<Settings, String>,
     /// Available memory and CPUs.
     pub host: HostResources,
     /// The image cache directory.
@@ -95,26 +99,35 @@ impl fmt::Display for Verdict {
 }
 
 impl DoctorFacts {
-    /// Looks at this host. `probe_kernel` is a kernel to boot for the KVM
-    /// probe (a cached image's), when there is one.
-    pub fn gather(cache_dir: PathBuf, probe_kernel: Option<PathBuf>) -> Self {
-        let qemu = find_qemu().map_err(|e| e.to_string()).map(|path| {
-            let version = Command::new(&path)
-                .arg("--version")
-                .output()
-                .ok()
-                .and_then(|o| String::from_utf8(o.stdout).ok())
-                .and_then(|s| s.lines().next().map(str::to_string))
-                .unwrap_or_else(|| "version unknown".into());
-            (path, version)
-        });
-        let config = RunConfig::from_env().map_err(|e| e.to_string());
+    /// Looks at this host with `settings` (or the error reading them),
+    /// programs found on `search_path`. `probe_kernel` is a kernel to boot
+    /// for the KVM probe (a cached image's), when there is one.
+    pub fn gather(
+        config: Result<Settings, String>,
+        search_path: OsString,
+        cache_dir: PathBuf,
+        probe_kernel: Option<PathBuf>,
+    ) -> Self {
+        let qemu_override = config.as_ref().ok().and_then(|s| s.qemu.clone());
+        let qemu = Tools::find(&search_path, qemu_override.as_deref())
+            .map(|tools| tools.qemu)
+            .map_err(|e| e.to_string())
+            .map(|path| {
+                let version = Command::new(&path)
+                    .arg("--version")
+                    .output()
+                    .ok()
+                    .and_then(|o| String::from_utf8(o.stdout).ok())
+                    .and_then(|s| s.lines().next().map(str::to_string))
+                    .unwrap_or_else(|| "version unknown".into());
+                (path, version)
+            });
         let kvm = match (&qemu, &config, probe_kernel) {
             (_, Ok(c), _) if c.accel == AccelChoice::Tcg => KvmFact::NotProbed("RAVE_ACCEL=tcg".into()),
             (Err(_), _, _) => KvmFact::NotProbed("no QEMU to probe with".into()),
             (_, _, None) => KvmFact::NotProbed("no image kernel cached yet to probe with".into()),
             (Ok((qemu, _)), _, Some(kernel)) => match tempfile::tempdir() {
-                Ok(scratch) => match crate::accel::probe_kvm(qemu, &kernel, scratch.path()) {
+                Ok(scratch) => match rave_harness::accel::probe_kvm(qemu, &kernel, scratch.path()) {
                     Ok(()) => KvmFact::Works,
                     Err(reason) => KvmFact::Unusable(reason),
                 },
@@ -131,7 +144,7 @@ impl DoctorFacts {
                 (
                     program.to_string(),
                     package.to_string(),
-                    find_program(program, package).is_ok(),
+                    find_program(program, package, &search_path).is_ok(),
                 )
             })
             .collect();
@@ -179,17 +192,7 @@ impl DoctorFacts {
         match &self.config {
             Err(e) => say(Level::Fail, "settings", e.clone()),
             Ok(c) => {
-                say(
-                    Level::Ok,
-                    "settings",
-                    format!(
-                        "QEMU_RAM_MB={} QEMU_CPUS={} RAVE_ACCEL={} SAFE={}",
-                        c.ram_mb,
-                        c.cpus,
-                        c.accel,
-                        u8::from(c.safe_mode)
-                    ),
-                );
+                say(Level::Ok, "settings", c.to_string());
                 let needed = u64::from(c.ram_mb) + QEMU_OVERHEAD_MB;
                 let available = self.host.available_mb;
                 if available < needed {
@@ -295,6 +298,16 @@ fn free_bytes(dir: &std::path::Path) -> Result<u64, String> {
 mod tests {
     use super::*;
 
+    fn settings(pairs: &[(&str, &str)]) -> Settings {
+        Settings::from_vars(
+            &pairs
+                .iter()
+                .map(|(k, v)| (OsString::from(k), OsString::from(v)))
+                .collect(),
+        )
+        .unwrap()
+    }
+
     fn described_host() -> DoctorFacts {
         DoctorFacts {
             qemu: Ok((
@@ -302,13 +315,7 @@ mod tests {
                 "QEMU emulator version 7.2.19 (Debian 1:7.2+dfsg-7+deb12u18)".into(),
             )),
             kvm: KvmFact::Unusable("a KVM probe guest hung for 10s".into()),
-            config: Ok(RunConfig {
-                ram_mb: 3072,
-                cpus: 2,
-                accel: AccelChoice::Auto,
-                safe_mode: true,
-                kernel_args: None,
-            }),
+            config: Ok(settings(&[])),
             host: HostResources {
                 available_mb: 22_000,
                 cpus: 2,
@@ -335,13 +342,9 @@ mod tests {
         let mut facts = described_host();
         facts.qemu = Err("qemu-system-x86_64 not found on PATH: install qemu-system-x86 (scripts/setup does)".into());
         facts.kvm = KvmFact::Unusable("/dev/kvm cannot be opened: No such file or directory".into());
-        facts.config = Ok(RunConfig {
-            ram_mb: 30_000,
-            cpus: 4,
-            accel: AccelChoice::Kvm,
-            safe_mode: false,
-            kernel_args: None,
-        });
+        let mut big = settings(&[("SAFE", "0"), ("QEMU_CPUS", "4"), ("RAVE_ACCEL", "kvm")]);
+        big.ram_mb = 30_000;
+        facts.config = Ok(big);
         facts.cache_writable = Err("Permission denied (os error 13)".into());
         facts.tools[0].2 = false;
         let (text, ok) = facts.report();

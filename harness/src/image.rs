@@ -1,8 +1,18 @@
-//! The image manifest: what an image is and holds, read from beside its disk,
-//! so the harness never guesses.
+//! An image and its manifest: what it is and holds, read from beside its
+//! disk, so the harness never guesses. Nothing here is particular to one
+//! product: the profile is a free label, the components are whatever the
+//! image says it runs, and a product keeps facts of its own under
+//! `properties`.
+//!
+//! ```json
+//! { "schema": 2, "profile": "web", "kernel": "vmlinuz", "initrd": "initrd.img",
+//!   "disk": "disk.qcow2", "kernel_cmdline": "root=/dev/vda console=ttyS0",
+//!   "ssh_user": "agent", "ca_cert": "ca.pem",
+//!   "https": { "host": "web.local", "port": 443 },
+//!   "components": { "nginx": { "unit": "nginx.service" } } }
+//! ```
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -10,91 +20,38 @@ use serde::{Deserialize, Serialize};
 /// The manifest's file name in an image directory.
 pub const MANIFEST_FILE: &str = "manifest.json";
 /// The manifest schema this harness reads.
-pub const SCHEMA: u32 = 1;
+pub const SCHEMA: u32 = 2;
 
-/// One of the three system profiles.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Profile {
-    /// The development base.
-    P0,
-    /// P0 plus security hardening.
-    P1,
-    /// P1 plus observability.
-    P2,
-}
-
-impl Profile {
-    /// All profiles, in order.
-    pub const ALL: [Profile; 3] = [Profile::P0, Profile::P1, Profile::P2];
-
-    /// `p0`, `p1` or `p2`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Profile::P0 => "p0",
-            Profile::P1 => "p1",
-            Profile::P2 => "p2",
-        }
-    }
-}
-
-impl fmt::Display for Profile {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl std::str::FromStr for Profile {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "p0" | "P0" => Ok(Profile::P0),
-            "p1" | "P1" => Ok(Profile::P1),
-            "p2" | "P2" => Ok(Profile::P2),
-            other => Err(format!("unknown profile {other:?}: use p0, p1 or p2")),
-        }
-    }
-}
-
-/// How an image was built.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Flavor {
-    /// From Debian's packages with mmdebstrap.
-    Debian,
-    /// From the NixOS modules by the flake.
-    Nixos,
-}
-
-impl fmt::Display for Flavor {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Flavor::Debian => "debian",
-            Flavor::Nixos => "nixos",
-        })
-    }
-}
-
-/// A component of the contract that the image holds.
+/// A component the image runs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Component {
-    /// The systemd unit that runs it, as this flavor names it.
+    /// The systemd unit that runs it, as this image names it.
     pub unit: String,
 }
 
-/// An image's manifest.
+/// Where the guest serves HTTPS, and the name its certificate is for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpsEndpoint {
+    /// The host name the certificate names (sent as SNI and Host).
+    pub host: String,
+    /// The guest's TCP port.
+    pub port: u16,
+}
+
+/// An image's manifest (schema 2).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
     /// The manifest schema (must be [`SCHEMA`]).
     pub schema: u32,
-    /// The profile built.
-    pub profile: Profile,
-    /// The flavor built.
-    pub flavor: Flavor,
-    /// Whether SAFE mode was on at build time.
-    pub safe_mode: bool,
+    /// A label for the image (a profile such as `p0`, or any name): trials
+    /// of one label share a guest.
+    pub profile: String,
+    /// How the image was built (e.g. `debian`, `nixos`), for messages.
+    #[serde(default)]
+    pub flavor: Option<String>,
     /// The kernel, relative to the image directory.
     pub kernel: PathBuf,
     /// The initrd, relative to the image directory.
@@ -105,32 +62,38 @@ pub struct Manifest {
     pub kernel_cmdline: String,
     /// The user the harness logs in as.
     pub ssh_user: String,
-    /// The CA certificate that signs the HTTPS certificate, when the profile has one.
-    pub ca_cert: Option<PathBuf>,
-    /// The age identity that decrypts the image's secrets, handed to the guest at boot
-    /// (fw_cfg `opt/rave/age-identity`); never on the guest's disk.
+    /// The CA certificate that signs the HTTPS certificate, when there is one.
     #[serde(default)]
-    pub age_identity: Option<PathBuf>,
+    pub ca_cert: Option<PathBuf>,
+    /// Where the guest serves HTTPS, when it does.
+    #[serde(default)]
+    pub https: Option<HttpsEndpoint>,
+    /// Files handed to the guest at boot through QEMU fw_cfg: name (`opt/…`)
+    /// → file relative to the image directory (e.g. the key that decrypts
+    /// the image's secrets, never on its disk).
+    #[serde(default)]
+    pub fw_cfg: BTreeMap<String, PathBuf>,
     /// When the image's files were all made (Unix seconds, before its
     /// filesystem was): a file whose inode changed later was written by a
     /// running guest. Unknown when absent.
     #[serde(default)]
     pub built_at: Option<u64>,
-    /// The MemoryMax each component's unit must have, by component.
+    /// Components present, by name.
     #[serde(default)]
-    pub limits: BTreeMap<String, String>,
-    /// Components present, by contract name.
     pub components: BTreeMap<String, Component>,
-    /// Components of the contract this image lacks, with the reason.
+    /// Components this image lacks, with the reason (checks that need them are ignored).
     #[serde(default)]
     pub absent: BTreeMap<String, String>,
+    /// The product's own facts about the image, which the core does not read.
+    #[serde(default)]
+    pub properties: serde_json::Map<String, serde_json::Value>,
 }
 
 /// A manifest that cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
     /// The file could not be read.
-    #[error("cannot read image manifest {path}: {source} (build the image: rave-harness images build; a nixos one: nix build .#PROFILE-test)")]
+    #[error("cannot read image manifest {path}: {source} (build the image first)")]
     Read {
         /// The file.
         path: PathBuf,
@@ -138,7 +101,7 @@ pub enum ManifestError {
         source: std::io::Error,
     },
     /// The file is not a valid manifest.
-    #[error("image manifest {path} is invalid: {message} (rebuild the image: rave-harness images build; a nixos one: nix build .#PROFILE-test)")]
+    #[error("image manifest {path} is invalid: {message} (rebuild the image)")]
     Invalid {
         /// The file.
         path: PathBuf,
@@ -160,21 +123,15 @@ impl Image {
     /// Reads and checks the manifest in `dir`: schema, and every file it names exists.
     pub fn load(dir: &Path) -> Result<Self, ManifestError> {
         let path = dir.join(MANIFEST_FILE);
-        let text = std::fs::read_to_string(&path).map_err(|source| ManifestError::Read {
-            path: path.clone(),
-            source,
-        })?;
-        let manifest = Manifest::parse(&text).map_err(|message| ManifestError::Invalid {
-            path: path.clone(),
-            message,
-        })?;
+        let image = Image::load_manifest(&path)?;
         let image = Image {
             dir: dir.to_path_buf(),
-            manifest,
+            ..image
         };
         for file in [image.kernel(), image.initrd(), image.disk()]
             .into_iter()
             .chain(image.ca_cert())
+            .chain(image.fw_cfg_files().into_iter().map(|(_, file)| file))
         {
             if !file.is_file() {
                 return Err(ManifestError::Invalid {
@@ -186,8 +143,8 @@ impl Image {
         Ok(image)
     }
 
-    /// Reads the manifest at `path` for a running target: its components,
-    /// limits and profile matter, the boot files it names need not be here.
+    /// Reads the manifest at `path` for a running target: its components and
+    /// label matter, the boot files it names need not be here.
     pub fn load_manifest(path: &Path) -> Result<Self, ManifestError> {
         let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Read {
             path: path.into(),
@@ -219,9 +176,13 @@ impl Image {
     pub fn ca_cert(&self) -> Option<PathBuf> {
         self.manifest.ca_cert.as_ref().map(|c| self.dir.join(c))
     }
-    /// The age identity's path, when the image has encrypted secrets.
-    pub fn age_identity(&self) -> Option<PathBuf> {
-        self.manifest.age_identity.as_ref().map(|c| self.dir.join(c))
+    /// The fw_cfg files the manifest names: (name, path).
+    pub fn fw_cfg_files(&self) -> Vec<(String, PathBuf)> {
+        self.manifest
+            .fw_cfg
+            .iter()
+            .map(|(name, file)| (name.clone(), self.dir.join(file)))
+            .collect()
     }
 }
 
@@ -235,12 +196,20 @@ impl Manifest {
                 manifest.schema
             ));
         }
+        if manifest.profile.trim().is_empty() {
+            return Err("profile is empty: give the image a label".into());
+        }
         for (name, component) in &manifest.components {
             if component.unit.trim().is_empty() {
                 return Err(format!("component {name} names no unit"));
             }
             if manifest.absent.contains_key(name) {
                 return Err(format!("component {name} is listed both present and absent"));
+            }
+        }
+        for name in manifest.fw_cfg.keys() {
+            if !name.starts_with("opt/") {
+                return Err(format!("fw_cfg name {name:?} must start with opt/ (QEMU's rule)"));
             }
         }
         Ok(manifest)
@@ -256,12 +225,13 @@ impl Manifest {
         if let Some(c) = self.components.get(component) {
             return Ok(&c.unit);
         }
+        let image = match &self.flavor {
+            Some(flavor) => format!("the {flavor} {} image", self.profile),
+            None => format!("the {} image", self.profile),
+        };
         Err(match self.absent.get(component) {
-            Some(reason) => format!(
-                "{component} is absent from the {} {} image: {reason}",
-                self.flavor, self.profile
-            ),
-            None => format!("{component} is not part of the {} {} image", self.flavor, self.profile),
+            Some(reason) => format!("{component} is absent from {image}: {reason}"),
+            None => format!("{component} is not part of {image}"),
         })
     }
 }
@@ -271,11 +241,12 @@ mod tests {
     use super::*;
 
     const GOOD: &str = r#"{
-      "schema": 1, "profile": "p0", "flavor": "debian", "safe_mode": true,
+      "schema": 2, "profile": "p0", "flavor": "debian",
       "kernel": "vmlinuz", "initrd": "initrd.img", "disk": "disk.qcow2",
       "kernel_cmdline": "root=/dev/vda", "ssh_user": "agent", "ca_cert": null,
       "components": { "nginx": { "unit": "nginx.service" } },
-      "absent": { "grafana": "Debian does not package Grafana" }
+      "absent": { "grafana": "Debian does not package Grafana" },
+      "properties": { "safe_mode": true }
     }"#;
 
     #[test]
@@ -286,6 +257,18 @@ mod tests {
             m.unit("grafana").unwrap_err(),
             "grafana is absent from the debian p0 image: Debian does not package Grafana"
         );
+        assert_eq!(m.properties["safe_mode"], serde_json::json!(true));
+    }
+
+    #[test]
+    fn a_label_and_the_boot_files_are_all_a_manifest_needs() {
+        let m = Manifest::parse(
+            r#"{"schema": 2, "profile": "my-web", "kernel": "k", "initrd": "i", "disk": "d",
+                "kernel_cmdline": "", "ssh_user": "u"}"#,
+        )
+        .unwrap();
+        assert!(m.components.is_empty() && m.https.is_none() && m.fw_cfg.is_empty());
+        assert_eq!(m.unit("nginx").unwrap_err(), "nginx is not part of the my-web image");
     }
 
     #[test]
@@ -296,9 +279,10 @@ mod tests {
                 .contains("unknown field")
         );
         assert!(Manifest::parse(&GOOD[..GOOD.len() / 2]).is_err());
-        assert!(Manifest::parse(&GOOD.replace("\"schema\": 1", "\"schema\": 2"))
+        assert!(Manifest::parse(&GOOD.replace("\"schema\": 2", "\"schema\": 1"))
             .unwrap_err()
-            .contains("schema 2"));
+            .contains("schema 1"));
+        assert!(Manifest::parse(&GOOD.replace("\"p0\"", "\" \"")).is_err());
     }
 
     #[test]

@@ -4,7 +4,10 @@
 use std::fmt::Write;
 use std::time::Duration;
 
-use crate::report::{Outcome, RunReport};
+use super::report::{RunReport, TrialRecord};
+use super::trial::TrialKind;
+use crate::facts::GuestReport;
+use crate::outcome::{Outcome, Red};
 
 /// The Pushgateway job the figures are pushed under.
 pub const JOB: &str = "rave_harness";
@@ -23,15 +26,15 @@ pub fn render(run: &RunReport) -> String {
             }
         }
     };
-    let case_labels = |r: &crate::report::CaseRecord| {
+    let case_labels = |r: &TrialRecord| {
         format!(
             "profile=\"{}\",suite=\"{}\",case=\"{}\",kind=\"{}\"",
-            r.profile,
+            escape(&r.profile),
             escape(&r.suite),
             escape(&r.case),
             match r.kind {
-                crate::report::TrialKind::Case => "case",
-                crate::report::TrialKind::Fault => "fault",
+                TrialKind::Case => "case",
+                TrialKind::Fault => "fault",
             }
         )
     };
@@ -42,7 +45,7 @@ pub fn render(run: &RunReport) -> String {
         .collect();
     family(
         "rave_case_passed",
-        "1 when the case proved its claim, 0 when it failed.",
+        "1 when the case proved its claim, 0 when it was red (failed, harness error or timed out).",
         "gauge",
         ran.iter()
             .map(|r| (case_labels(r), f64::from(u8::from(r.outcome == Outcome::Passed))))
@@ -66,7 +69,7 @@ pub fn render(run: &RunReport) -> String {
                         format!(
                             "guest=\"{}\",profile=\"{}\",stage=\"{}\"",
                             escape(&g.name),
-                            g.profile,
+                            escape(&g.profile),
                             escape(&s.stage)
                         ),
                         secs(s.at),
@@ -75,8 +78,7 @@ pub fn render(run: &RunReport) -> String {
             })
             .collect(),
     );
-    let guest_labels =
-        |g: &crate::report::GuestReport| format!("guest=\"{}\",profile=\"{}\"", escape(&g.name), g.profile);
+    let guest_labels = |g: &GuestReport| format!("guest=\"{}\",profile=\"{}\"", escape(&g.name), escape(&g.profile));
     family(
         "rave_qemu_peak_rss_bytes",
         "QEMU's peak resident memory.",
@@ -101,7 +103,9 @@ pub fn render(run: &RunReport) -> String {
         "gauge",
         vec![
             ("result=\"passed\"".into(), run.passed() as f64),
-            ("result=\"failed\"".into(), run.failed() as f64),
+            ("result=\"failed\"".into(), run.red(Red::Failed) as f64),
+            ("result=\"harness_error\"".into(), run.red(Red::HarnessError) as f64),
+            ("result=\"timed_out\"".into(), run.red(Red::TimedOut) as f64),
             ("result=\"ignored\"".into(), run.ignored() as f64),
         ],
     );
@@ -150,7 +154,7 @@ mod tests {
 
     #[test]
     fn exposition_of_a_fixed_run() {
-        insta::assert_snapshot!(render(&crate::report::tests::sample()));
+        insta::assert_snapshot!(render(&super::super::report::tests::sample()));
     }
 }
 
@@ -195,7 +199,7 @@ mod push_tests {
     #[test]
     fn pushes_the_run_with_put_under_the_job() {
         let (url, server) = one_shot("200 OK");
-        push(&url, &crate::report::tests::sample(), Duration::from_secs(10)).unwrap();
+        push(&url, &super::super::report::tests::sample(), Duration::from_secs(10)).unwrap();
         let request = server.join().unwrap();
         assert!(
             request.starts_with("PUT /metrics/job/rave_harness HTTP/1.1"),
@@ -208,7 +212,7 @@ mod push_tests {
     #[test]
     fn a_refused_push_says_what_the_pushgateway_said() {
         let (url, server) = one_shot("400 Bad Request");
-        let err = push(&url, &crate::report::tests::sample(), Duration::from_secs(10)).unwrap_err();
+        let err = push(&url, &super::super::report::tests::sample(), Duration::from_secs(10)).unwrap_err();
         server.join().unwrap();
         assert!(err.contains("HTTP 400") && err.contains("no"), "{err}");
     }

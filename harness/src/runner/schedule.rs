@@ -1,0 +1,97 @@
+//! Lanes: which trials run together, and how many at once.
+//!
+//! A group's case trials form one lane (they share the group's guest and run
+//! at once up to `cases_at_once`, those that wait long first); each fault
+//! trial is a lane of its own (it boots its own guest). Lanes run side by
+//! side up to `guests_at_once`, in the order of their first trial.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Mutex;
+
+use super::trial::{Trial, TrialKind};
+
+/// Trials (indices into `trials`, of those in `runnable`) grouped into lanes.
+pub(super) fn lanes(trials: &[Trial], runnable: &[usize]) -> Vec<Vec<usize>> {
+    let mut lanes: Vec<Vec<usize>> = Vec::new();
+    let mut by_group: BTreeMap<&str, usize> = BTreeMap::new();
+    for &index in runnable {
+        let trial = &trials[index];
+        match trial.kind {
+            TrialKind::Case => {
+                let lane = *by_group.entry(&trial.group).or_insert_with(|| {
+                    lanes.push(Vec::new());
+                    lanes.len() - 1
+                });
+                lanes[lane].push(index);
+            }
+            TrialKind::Fault => lanes.push(vec![index]),
+        }
+    }
+    for lane in &mut lanes {
+        // Stable: the long waits first, each part in the order given.
+        lane.sort_by_key(|&index| !trials[index].waits_long);
+    }
+    lanes
+}
+
+/// Runs every lane's trials with `run_one`: lanes side by side up to
+/// `lanes_at_once`, a lane's trials at once up to `per_lane`.
+pub(super) fn run_lanes(lanes: Vec<Vec<usize>>, per_lane: usize, lanes_at_once: usize, run_one: impl Fn(usize) + Sync) {
+    let queue = Mutex::new(lanes.into_iter().collect::<VecDeque<_>>());
+    let next_lane = || queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
+    std::thread::scope(|scope| {
+        for _ in 0..lanes_at_once.max(1) {
+            scope.spawn(|| {
+                while let Some(lane) = next_lane() {
+                    let workers = per_lane.max(1).min(lane.len());
+                    let trials = Mutex::new(lane.into_iter());
+                    let next_trial = || trials.lock().unwrap_or_else(|p| p.into_inner()).next();
+                    std::thread::scope(|inner| {
+                        for _ in 0..workers {
+                            inner.spawn(|| {
+                                while let Some(index) = next_trial() {
+                                    run_one(index);
+                                }
+                            });
+                        }
+                    });
+                }
+            });
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn trial(kind: TrialKind, group: &str, case: &str, waits_long: bool) -> Trial {
+        Trial::new(kind, group, "s", case, Arc::new(|_| Ok(()))).waiting_long(waits_long)
+    }
+
+    #[test]
+    fn a_groups_cases_share_a_lane_long_waits_first_and_faults_go_alone() {
+        let trials = vec![
+            trial(TrialKind::Case, "p0", "a", false),
+            trial(TrialKind::Case, "p1", "b", false),
+            trial(TrialKind::Case, "p0", "c", true),
+            trial(TrialKind::Fault, "p0", "a", false),
+            trial(TrialKind::Case, "p0", "d", false),
+        ];
+        let all: Vec<usize> = (0..trials.len()).collect();
+        assert_eq!(lanes(&trials, &all), vec![vec![2, 0, 4], vec![1], vec![3]]);
+        assert_eq!(lanes(&trials, &[1, 3]), vec![vec![1], vec![3]]);
+    }
+
+    #[test]
+    fn every_trial_runs_once_however_many_at_once() {
+        let seen = Mutex::new(Vec::new());
+        run_lanes(vec![vec![0, 1, 2], vec![3], vec![4, 5]], 2, 3, |i| {
+            seen.lock().unwrap().push(i)
+        });
+        let mut seen = seen.into_inner().unwrap();
+        seen.sort();
+        assert_eq!(seen, [0, 1, 2, 3, 4, 5]);
+    }
+}

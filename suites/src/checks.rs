@@ -1,0 +1,261 @@
+//! What several cases check or do the same way, once: a component's unit,
+//! waiting for backends, webhooks posted as GitLab posts them, HTTP answers
+//! judged, Prometheus asked, and the faults' common moves (stopping a unit,
+//! overriding it, editing nginx's site).
+
+use std::time::Duration;
+
+use rave::RaveImage;
+use rave_harness::https::HttpResponse;
+use rave_harness::outcome::{expect, CheckError, CheckResult};
+use rave_harness::retry::Poll;
+use rave_harness::{quote, Machine, MachineError};
+use serde_json::Value;
+
+/// How long a unit may take to become active after SSH answers.
+pub const UNIT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Long enough for two scrapes at SAFE mode's 30 s interval.
+pub const SCRAPE_WAIT: Duration = Duration::from_secs(75);
+
+/// The headers every answer through nginx must carry, with the value each must have (if fixed).
+pub const SECURITY_HEADERS: &[(&str, Option<&str>)] = &[
+    ("strict-transport-security", None),
+    ("x-content-type-options", Some("nosniff")),
+    ("x-frame-options", None),
+    ("referrer-policy", None),
+];
+
+/// The unit of `component` in the guest's image, or why the image lacks it.
+pub fn unit_of<'m>(machine: &'m Machine, component: &str) -> Result<&'m str, CheckError> {
+    machine.image().manifest.unit(component).map_err(CheckError::harness)
+}
+
+/// What the guest's image is, as a rave image.
+pub fn rave_image(machine: &Machine) -> Result<RaveImage, CheckError> {
+    RaveImage::of(machine.image()).map_err(CheckError::harness)
+}
+
+/// The guest's HTTPS port (nginx, `rave.local`), as its image names it.
+pub fn https_port(machine: &Machine) -> Result<u16, CheckError> {
+    machine
+        .image()
+        .manifest
+        .https
+        .as_ref()
+        .map(|https| https.port)
+        .ok_or_else(|| CheckError::harness("the image serves no HTTPS (its manifest has no `https`)"))
+}
+
+/// Waits (bounded) until nginx and each backend's unit is active and its
+/// port listens: a service is "up" for a user only once it answers.
+pub fn backends_ready(machine: &Machine, backends: &[(&str, u16)]) -> CheckResult {
+    machine.wait_for_unit(unit_of(machine, "nginx")?, UNIT_TIMEOUT)?;
+    machine.wait_for_open_port(https_port(machine)?, UNIT_TIMEOUT)?;
+    for (component, port) in backends {
+        machine.wait_for_unit(unit_of(machine, component)?, UNIT_TIMEOUT)?;
+        machine.wait_for_open_port(*port, UNIT_TIMEOUT)?;
+    }
+    Ok(())
+}
+
+/// A delivery key no earlier request used (a fault test runs its case twice on one guest).
+pub fn fresh_delivery_key(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    format!("{prefix}-{nanos}")
+}
+
+/// POSTs a push event to `/webhook` as GitLab sends it, with `token` as
+/// X-Gitlab-Token (none: no header) and `key` as X-Gitlab-Event-UUID.
+pub fn post_push(machine: &Machine, token: Option<&str>, key: &str) -> Result<HttpResponse, MachineError> {
+    let mut headers = vec![
+        ("content-type", "application/json"),
+        ("x-gitlab-event", "Push Hook"),
+        ("x-gitlab-event-uuid", key),
+    ];
+    if let Some(token) = token {
+        headers.push(("x-gitlab-token", token));
+    }
+    machine.https(
+        "POST",
+        "/webhook",
+        &headers,
+        Some(r#"{"object_kind":"push","ref":"refs/heads/main"}"#),
+    )
+}
+
+/// The webhook secret as the dispatcher reads it (decrypted at boot).
+pub fn webhook_secret(machine: &Machine) -> Result<String, CheckError> {
+    Ok(machine
+        .succeed("sudo cat /run/secrets/webhook-gitlab-secret")?
+        .trim_end_matches('\n')
+        .to_string())
+}
+
+/// Rows the dispatcher stored for delivery `key`.
+pub fn stored(machine: &Machine, key: &str) -> Result<i64, CheckError> {
+    let sql = format!(
+        "SELECT count(*) FROM webhook_events WHERE delivery_key = '{}'",
+        key.replace('\'', "''")
+    );
+    let out = machine.succeed(&format!("sudo -u postgres psql -d webhook -XAtc {}", quote(&sql)))?;
+    out.trim()
+        .parse()
+        .map_err(|_| CheckError::failed(format!("could not count stored events: {out:?}")))
+}
+
+/// Fails unless `answer` has `status`.
+pub fn status_is(answer: &HttpResponse, what: &str, status: u16) -> CheckResult {
+    expect(
+        answer.status == status,
+        &format!("{what} to answer {status}"),
+        answer.status,
+        || answer.describe(),
+    )
+}
+
+/// Fails unless `answer` carries every security header.
+pub fn security_headers(answer: &HttpResponse, what: &str) -> CheckResult {
+    for (name, value) in SECURITY_HEADERS {
+        let seen = answer.header(name);
+        let ok = match (seen, value) {
+            (Some(seen), Some(value)) => seen.eq_ignore_ascii_case(value),
+            (Some(seen), None) => !seen.is_empty(),
+            (None, _) => false,
+        };
+        expect(
+            ok,
+            &format!(
+                "{what}: header {name}{}",
+                value.map(|v| format!(": {v}")).unwrap_or_default()
+            ),
+            format!("{seen:?}"),
+            || answer.describe(),
+        )?;
+    }
+    Ok(())
+}
+
+/// `128M` → 134217728 (systemd's K, M, G are powers of 1024).
+pub fn bytes(size: &str) -> Option<u64> {
+    let (digits, unit) = size.split_at(size.find(|c: char| !c.is_ascii_digit()).unwrap_or(size.len()));
+    let n: u64 = digits.parse().ok()?;
+    let factor = match unit {
+        "" => 1,
+        "K" => 1 << 10,
+        "M" => 1 << 20,
+        "G" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(factor)
+}
+
+/// The `data` of a Prometheus API answer, fetched inside the guest.
+pub fn prometheus_api(machine: &Machine, path: &str) -> Result<Value, CheckError> {
+    let text = machine.succeed(&format!("curl -fsS {}", quote(&format!("http://127.0.0.1:9090{path}"))))?;
+    let value: Value = serde_json::from_str(&text)
+        .map_err(|e| CheckError::failed(format!("Prometheus {path} is not JSON ({e}): {text}")))?;
+    Ok(value["data"].clone())
+}
+
+/// Waits (bounded) until Prometheus's value of `query` compares to `value`
+/// as `op` (a PromQL comparison such as `==` or `>=`) in a scrape it holds.
+pub fn prometheus_sees(machine: &Machine, query: &str, op: &str, value: f64) -> CheckResult {
+    let condition = format!("{query} {op} {}", format_value(value));
+    // A comparison without `bool` keeps only the series that meet it: a non-empty result.
+    let command = format!(
+        "curl -fsS -G --data-urlencode {} http://127.0.0.1:9090/api/v1/query",
+        quote(&format!("query={condition}")),
+    );
+    machine
+        .wait_until(
+            &format!("Prometheus to hold {condition}"),
+            SCRAPE_WAIT,
+            Duration::from_millis(500),
+            || match machine.execute(&command) {
+                Ok(out) if out.status == 0 => match serde_json::from_str::<Value>(&out.stdout) {
+                    Ok(answer) if answer["data"]["result"].as_array().is_some_and(|r| !r.is_empty()) => Poll::Ready(()),
+                    Ok(answer) => Poll::Pending(format!("no series meets it: {}", answer["data"])),
+                    Err(e) => Poll::Pending(format!("Prometheus' answer is not JSON ({e}): {}", out.stdout)),
+                },
+                Ok(out) => Poll::Pending(format!("exit {}: {}", out.status, out.stderr.trim())),
+                Err(e @ MachineError::QemuExited { .. }) => Poll::Abort(e),
+                Err(e) => Poll::Pending(e.to_string()),
+            },
+        )
+        .map(|_| ())
+        .map_err(|e| {
+            CheckError::failed(format!(
+                "expected Prometheus to scrape {condition} within {SCRAPE_WAIT:?}, it did not:\n{e}"
+            ))
+        })
+}
+
+/// Prometheus's text form of a sample value (integers without a fraction).
+fn format_value(v: f64) -> String {
+    if v.fract() == 0.0 {
+        format!("{}", v as i64)
+    } else {
+        v.to_string()
+    }
+}
+
+/// Applies the sed `script` to nginx's rave.local site and restarts nginx (a fault).
+pub fn edit_nginx_site(machine: &Machine, script: &str) -> Result<(), MachineError> {
+    machine
+        .succeed(&format!(
+            "sudo sed -i {} /etc/nginx/sites-enabled/rave.local.conf && sudo nginx -t -q && sudo systemctl restart nginx",
+            quote(script)
+        ))
+        .map(|_| ())
+}
+
+/// Adds a drop-in with `body` to the unit of `component` and restarts it (a fault).
+pub fn override_unit(machine: &Machine, component: &str, body: &str) -> Result<(), MachineError> {
+    let unit = machine
+        .image()
+        .manifest
+        .unit(component)
+        .unwrap_or(component)
+        .to_string();
+    let dir = format!("/etc/systemd/system/{unit}.d");
+    machine
+        .succeed(&format!(
+            "sudo mkdir -p {dir} && printf %b {body} | sudo tee {dir}/99-fault.conf >/dev/null && sudo systemctl daemon-reload && sudo systemctl restart {unit}",
+            dir = quote(&dir),
+            body = quote(body),
+            unit = quote(&unit),
+        ))
+        .map(|_| ())
+}
+
+/// Stops the unit of `component` in the guest (a fault).
+pub fn stop_unit(machine: &Machine, component: &str) -> Result<(), MachineError> {
+    let unit = machine
+        .image()
+        .manifest
+        .unit(component)
+        .unwrap_or(component)
+        .to_string();
+    machine
+        .succeed(&format!("sudo systemctl stop {}", quote(&unit)))
+        .map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_are_systemds() {
+        assert_eq!(bytes("128M"), Some(128 << 20));
+        assert_eq!(bytes("1G"), Some(1 << 30));
+        assert_eq!(bytes("512"), Some(512));
+        assert_eq!(bytes("12X"), None);
+        assert_eq!(format_value(3.0), "3");
+        assert_eq!(format_value(0.5), "0.5");
+    }
+}

@@ -1,0 +1,179 @@
+//! The rave run plan, shared by `rave-harness run` and `cargo test`: the
+//! trials a run holds (every case on each of its profiles; with faults, each
+//! case's fault test on the first of its profiles selected), as the core
+//! runner's trials, and how they are scheduled.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rave::{Profile, Settings};
+use rave_harness::host::HostResources;
+use rave_harness::runner::events::{Event, EventSink};
+use rave_harness::runner::{RunOptions, Trial, TrialKind};
+use rave_harness::steps::StepPhase;
+
+use crate::catalog;
+
+/// How many of a shared guest's cases run at once, each over an SSH connection of its own.
+pub const CASES_AT_ONCE: usize = 4;
+
+/// How long a guest gets to power off before QEMU is killed.
+pub const POWER_OFF_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Every trial of `profiles`: each case on each of its profiles, then (with
+/// `faults`) each case's fault test on the first of its profiles selected.
+pub fn trials(profiles: &[Profile], faults: bool) -> Vec<Trial> {
+    let cases = catalog::all();
+    let mut out = Vec::new();
+    for profile in profiles {
+        for case in cases.iter().filter(|c| c.profiles.contains(profile)) {
+            let check = case.check;
+            out.push(
+                Trial::new(
+                    TrialKind::Case,
+                    profile.as_str(),
+                    case.suite,
+                    case.name,
+                    Arc::new(check),
+                )
+                .needing(case.components)
+                .waiting_long(case.waits_long),
+            );
+        }
+    }
+    if faults {
+        for case in &cases {
+            if let Some(profile) = case.profiles.iter().find(|p| profiles.contains(p)) {
+                let case = *case;
+                out.push(
+                    Trial::new(
+                        TrialKind::Fault,
+                        profile.as_str(),
+                        case.suite,
+                        case.name,
+                        Arc::new(move |machine| case.prove_fault(machine)),
+                    )
+                    .needing(case.components),
+                );
+            }
+        }
+    }
+    out
+}
+
+/// Ignores the fault tests of a run against an attached target unless
+/// `allow_faults`: they break the target they run on.
+pub fn on_attached_target(trials: Vec<Trial>, target: &str, allow_faults: bool) -> Vec<Trial> {
+    trials
+        .into_iter()
+        .map(|trial| match trial.kind {
+            TrialKind::Fault if !allow_faults => trial.ignored_because(format!(
+                "fault tests break the target they run on; {target} is attached, so they run only with --allow-faults (RAVE_ALLOW_FAULTS=1)"
+            )),
+            _ => trial,
+        })
+        .collect()
+}
+
+/// Shard `index` of `count` (1-based, as `--shard 2/3` says): a contiguous
+/// slice, so a shard boots as few profiles' guests as it can.
+pub fn shard(trials: Vec<Trial>, index: usize, count: usize) -> Vec<Trial> {
+    let count = count.max(1);
+    let len = trials.len();
+    let start = len * (index - 1) / count;
+    let end = len * index / count;
+    trials.into_iter().skip(start).take(end - start).collect()
+}
+
+/// The runner's options for a run with `settings`: guests side by side as
+/// far as the host's CPUs and memory allow, named `rave-…`.
+pub fn run_options(settings: &Settings) -> RunOptions {
+    RunOptions {
+        cases_at_once: CASES_AT_ONCE,
+        guests_at_once: HostResources::read().guests_at_once(settings.ram_mb, settings.cpus),
+        power_off_timeout: POWER_OFF_TIMEOUT,
+        guest_prefix: "rave".into(),
+    }
+}
+
+/// Plain progress lines on stderr, for a front end without a display of
+/// its own (`cargo test`): boots, each trial's end, and each step that took
+/// a while, so a long wait is never silent.
+#[derive(Debug, Default)]
+pub struct PlainProgress;
+
+impl EventSink for PlainProgress {
+    fn event(&self, event: &Event) {
+        match event {
+            Event::BootStarted { guest, .. } => eprintln!("booting {guest}"),
+            Event::BootFailed { guest, error, .. } => eprintln!("{guest} could not be had: {error}"),
+            Event::Step { case, step } => match step.phase {
+                StepPhase::Began => {}
+                StepPhase::Finished { after } | StepPhase::GaveUp { after } if after >= Duration::from_secs(5) => {
+                    eprintln!("  {case}: {}", step.line())
+                }
+                _ => {}
+            },
+            Event::CaseFinished(record) => eprintln!(
+                "{:<7} {} ({:.1} s)",
+                record.outcome.label(),
+                record.name,
+                record.duration.as_secs_f64()
+            ),
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::case::Case;
+
+    fn applicable(cases: &[Case], profiles: &[Profile]) -> usize {
+        cases
+            .iter()
+            .map(|c| profiles.iter().filter(|p| c.profiles.contains(p)).count())
+            .sum()
+    }
+
+    #[test]
+    fn every_case_on_each_of_its_profiles_then_one_fault_each() {
+        let cases = catalog::all();
+        let all = trials(&Profile::ALL, true);
+        let count = |kind| all.iter().filter(|t| t.kind == kind).count();
+        assert_eq!(count(TrialKind::Case), applicable(&cases, &Profile::ALL));
+        assert_eq!(count(TrialKind::Fault), cases.len());
+        let p2_only = trials(&[Profile::P2], true);
+        assert!(p2_only.iter().all(|t| t.group == "p2"));
+        let p2_faults = p2_only.iter().filter(|t| t.kind == TrialKind::Fault).count();
+        assert_eq!(
+            p2_faults,
+            cases.iter().filter(|c| c.profiles.contains(&Profile::P2)).count()
+        );
+    }
+
+    #[test]
+    fn shards_cover_every_trial_once() {
+        let all = trials(&Profile::ALL, true);
+        let names: Vec<String> = all.iter().map(|t| t.name.clone()).collect();
+        let mut seen = Vec::new();
+        for i in 1..=4 {
+            seen.extend(shard(all.clone(), i, 4).iter().map(|t| t.name.clone()));
+        }
+        assert_eq!(seen, names);
+        assert_eq!(shard(all.clone(), 1, 1).len(), all.len());
+    }
+
+    #[test]
+    fn an_attached_target_runs_no_fault_test_unless_allowed() {
+        let all = trials(&[Profile::P2], true);
+        let guarded = on_attached_target(all.clone(), "rave-p2", false);
+        assert!(guarded
+            .iter()
+            .all(|t| (t.kind == TrialKind::Fault) == t.ignored.is_some()));
+        assert!(on_attached_target(all, "rave-p2", true)
+            .iter()
+            .all(|t| t.ignored.is_none()));
+    }
+}
