@@ -7,6 +7,7 @@ use crate::guest_command::short_command;
 use crate::host::HostError;
 use crate::outcome::{CheckError, Red};
 use crate::qemu_process::QemuError;
+use crate::qmp::QmpError;
 use crate::ssh::SshError;
 use crate::test_access::KeyError;
 
@@ -19,9 +20,12 @@ pub enum MachineError {
     /// The run's keys could not be made.
     #[error(transparent)]
     Keys(#[from] KeyError),
-    /// QEMU could not be started or controlled.
+    /// QEMU could not be started.
     #[error(transparent)]
     Qemu(#[from] QemuError),
+    /// QEMU could not be controlled over its QMP socket.
+    #[error(transparent)]
+    Qmp(#[from] QmpError),
     /// The state directory, the overlay or another file could not be made.
     #[error("{what}: {message}")]
     Setup {
@@ -152,6 +156,7 @@ impl MachineError {
             MachineError::Host(_)
             | MachineError::Keys(_)
             | MachineError::Qemu(_)
+            | MachineError::Qmp(_)
             | MachineError::Setup { .. }
             | MachineError::QemuExited { .. }
             | MachineError::Ssh { .. }

@@ -42,7 +42,7 @@ pub mod outcome;
 pub mod ports;
 pub mod qemu_command;
 pub mod qemu_process;
-mod qmp;
+pub mod qmp;
 pub mod reaper;
 pub mod resources;
 pub mod retry;

@@ -41,16 +41,6 @@ pub enum QemuError {
         /// Why.
         source: std::io::Error,
     },
-    /// A QMP command failed.
-    #[error("QMP {command} on {socket}: {message}")]
-    Qmp {
-        /// The command.
-        command: &'static str,
-        /// The socket.
-        socket: PathBuf,
-        /// What went wrong.
-        message: String,
-    },
 }
 
 type SpawnRequest = (Command, mpsc::Sender<std::io::Result<Child>>);

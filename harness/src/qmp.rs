@@ -7,7 +7,17 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::qemu_process::QemuError;
+/// A QMP exchange that failed.
+#[derive(Debug, thiserror::Error)]
+#[error("QMP {command} on {socket}: {message}")]
+pub struct QmpError {
+    /// The command.
+    pub command: &'static str,
+    /// The socket.
+    pub socket: PathBuf,
+    /// What went wrong.
+    pub message: String,
+}
 
 /// How long one QMP read may wait.
 pub const QMP_READ_TIMEOUT: Duration = Duration::from_secs(5);
@@ -56,17 +66,17 @@ impl Qmp {
     }
 
     /// Stops the guest's CPUs.
-    pub fn stop(&self) -> Result<(), QemuError> {
+    pub fn stop(&self) -> Result<(), QmpError> {
         self.exchange("stop", |q| q.execute(&qapi::qmp::stop {}).map(|_| ()))
     }
 
     /// Lets the guest's CPUs run.
-    pub fn cont(&self) -> Result<(), QemuError> {
+    pub fn cont(&self) -> Result<(), QmpError> {
         self.exchange("cont", |q| q.execute(&qapi::qmp::cont {}).map(|_| ()))
     }
 
     /// Asks the guest to power off (an ACPI power button press).
-    pub fn system_powerdown(&self) -> Result<(), QemuError> {
+    pub fn system_powerdown(&self) -> Result<(), QmpError> {
         self.exchange("system_powerdown", |q| {
             q.execute(&qapi::qmp::system_powerdown {}).map(|_| ())
         })
@@ -74,7 +84,7 @@ impl Qmp {
 
     /// Starts saving the guest's memory and devices to `file` (QEMU 7.2 has
     /// no `file:` migration, so `exec:cat > FILE`); see [`Qmp::migration`].
-    pub fn migrate_to_file(&self, file: &Path) -> Result<(), QemuError> {
+    pub fn migrate_to_file(&self, file: &Path) -> Result<(), QmpError> {
         let quoted = crate::guest_command::quote(&file.display().to_string());
         let uri = format!("exec:cat > {quoted}");
         self.exchange("migrate", |q| {
@@ -89,7 +99,7 @@ impl Qmp {
     }
 
     /// Where the migration stands.
-    pub fn migration(&self) -> Result<Migration, QemuError> {
+    pub fn migration(&self) -> Result<Migration, QmpError> {
         use qapi::qmp::MigrationStatus as S;
         let info = self.exchange("query-migrate", |q| q.execute(&qapi::qmp::query_migrate {}))?;
         Ok(match info.status {
@@ -103,7 +113,7 @@ impl Qmp {
     }
 
     /// What the guest's CPUs are doing.
-    pub fn run_state(&self) -> Result<RunState, QemuError> {
+    pub fn run_state(&self) -> Result<RunState, QmpError> {
         use qapi::qmp::RunState as S;
         let status = self.exchange("query-status", |q| q.execute(&qapi::qmp::query_status {}))?;
         Ok(match status.status {
@@ -116,7 +126,7 @@ impl Qmp {
 
     /// Adds a forward from the host's `127.0.0.1:host_port` to the guest's
     /// `guest_port` on the user network (human monitor: QMP has no command for it).
-    pub fn hostfwd_add(&self, host_port: u16, guest_port: u16) -> Result<(), QemuError> {
+    pub fn hostfwd_add(&self, host_port: u16, guest_port: u16) -> Result<(), QmpError> {
         self.human(
             "hostfwd_add",
             &format!("hostfwd_add tcp:127.0.0.1:{host_port}-:{guest_port}"),
@@ -124,12 +134,12 @@ impl Qmp {
     }
 
     /// Removes the forward from the host's `127.0.0.1:host_port`.
-    pub fn hostfwd_remove(&self, host_port: u16) -> Result<(), QemuError> {
+    pub fn hostfwd_remove(&self, host_port: u16) -> Result<(), QmpError> {
         self.human("hostfwd_remove", &format!("hostfwd_remove tcp:127.0.0.1:{host_port}"))
     }
 
     /// A human-monitor command that says nothing when it works.
-    fn human(&self, command: &'static str, line: &str) -> Result<(), QemuError> {
+    fn human(&self, command: &'static str, line: &str) -> Result<(), QmpError> {
         let said = self.exchange(command, |q| {
             q.execute(&qapi::qmp::human_monitor_command {
                 command_line: line.to_string(),
@@ -139,7 +149,7 @@ impl Qmp {
         if said.trim().is_empty() {
             Ok(())
         } else {
-            Err(QemuError::Qmp {
+            Err(QmpError {
                 command,
                 socket: self.socket.clone(),
                 message: said.trim().to_string(),
@@ -152,8 +162,8 @@ impl Qmp {
         &self,
         command: &'static str,
         exchange: impl FnOnce(&mut Connection<'_>) -> Result<T, qapi::ExecuteError>,
-    ) -> Result<T, QemuError> {
-        let fail = |message: String| QemuError::Qmp {
+    ) -> Result<T, QmpError> {
+        let fail = |message: String| QmpError {
             command,
             socket: self.socket.clone(),
             message,
