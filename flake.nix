@@ -215,9 +215,12 @@
       # For NixOS configurations of one's own: the test access the harness
       # needs (its keys over fw_cfg, sudo, the tools checks run), and the
       # harness image of a configuration (manifest schema 2).
+      # (Each a module that imports the file: Nix before 2.13 refuses a bare
+      # path here in `nix flake check`, "module must be a function or an
+      # attribute set".)
       nixosModules = {
-        testAccess = ./nixos/test-access.nix;
-        harnessImage = ./nixos/harness-image.nix;
+        testAccess.imports = [ ./nixos/test-access.nix ];
+        harnessImage.imports = [ ./nixos/harness-image.nix ];
       };
 
       # The harness image of a NixOS configuration of one's own (a
