@@ -128,10 +128,15 @@ impl QemuProcess {
         self.child.id()
     }
 
-    /// How QEMU ended, if it has.
+    /// How QEMU ended, if it has. A QEMU already reaped elsewhere (the
+    /// reaper kills and reaps every guest when the run is stopped, and then
+    /// `try_wait` fails with ECHILD) has ended: as killed by SIGKILL.
     pub fn exit_status(&mut self) -> Option<ExitStatus> {
         if self.exit.is_none() {
-            self.exit = self.child.try_wait().ok().flatten();
+            self.exit = match self.child.try_wait() {
+                Ok(status) => status,
+                Err(_) => Some(std::os::unix::process::ExitStatusExt::from_raw(libc_sigkill())),
+            };
         }
         self.exit
     }
@@ -171,8 +176,17 @@ impl QemuProcess {
             return;
         }
         let _ = killpg(Pid::from_raw(self.child.id() as i32), Signal::SIGKILL);
-        self.exit = self.child.wait().ok();
+        self.exit = Some(
+            self.child
+                .wait()
+                .unwrap_or_else(|_| std::os::unix::process::ExitStatusExt::from_raw(libc_sigkill())),
+        );
     }
+}
+
+/// The raw wait status of a process killed by SIGKILL.
+fn libc_sigkill() -> i32 {
+    Signal::SIGKILL as i32
 }
 
 impl Drop for QemuProcess {
@@ -227,6 +241,22 @@ mod tests {
         }
         assert!(!alive(pid), "QEMU stand-in survived its handle");
         assert!(!alive(grandchild), "a child in QEMU's process group survived");
+    }
+
+    #[test]
+    fn a_qemu_reaped_elsewhere_has_exited() {
+        // As the reaper does when a run is stopped: kill the group, reap the pid.
+        let dir = tempfile::tempdir().unwrap();
+        let argv: Vec<String> = vec!["sleep".into(), "300".into()];
+        let mut process = QemuProcess::spawn(&argv, &dir.path().join("log"), &dir.path().join("qmp.sock")).unwrap();
+        assert!(process.exit_status().is_none());
+        let pid = Pid::from_raw(process.pid() as i32);
+        killpg(pid, Signal::SIGKILL).unwrap();
+        nix::sys::wait::waitpid(pid, None).unwrap();
+        assert!(
+            process.exit_status().is_some(),
+            "a QEMU reaped by someone else still reads as running: waits would poll it until their deadline"
+        );
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //! serial log, keys) goes too, whatever ends the harness:
 //!
 //! - SIGINT or SIGTERM: [`clean_up_on_signals`] kills every live guest,
-//!   removes its directory, and exits with 128 + the signal;
+//!   removes its directory, lets the run write its report (the runner reads
+//!   [`stopping`]: trials not finished are cut short), and exits with
+//!   128 + the signal; the run's deadline ([`exit_after`]) the same, with 124;
 //! - SIGKILL, where nothing can run: every state directory lives under a
 //!   state root the caller chooses ([`crate::BootOptions::state_root`]) and
 //!   holds a lock its owner keeps for the guest's life; the next harness to
@@ -40,8 +42,39 @@ static LIVE: Mutex<BTreeMap<u32, PathBuf>> = Mutex::new(BTreeMap::new());
 /// The status a stop in progress (a signal, the run's deadline) exits with; 0: none.
 /// Set before any guest is killed.
 static STOPPING: AtomicI32 = AtomicI32::new(0);
-/// Held by the stopping thread from before it sets [`STOPPING`] until it exits the process.
+/// Held by the stopping thread from before it sets [`STOPPING`] until every guest is gone.
 static CLEANING: Mutex<()> = Mutex::new(());
+/// Why the run is stopping, for the trials it cuts short.
+static STOP_REASON: Mutex<Option<String>> = Mutex::new(None);
+/// How long a stopped run gets to write its report (summary, JUnit) before
+/// the process exits anyway: its guests are dead by then, so what runs
+/// ends at once.
+pub const REPORT_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// A stop in progress: the status the process will exit with (124 for the
+/// run's deadline, 128 + the signal) and why, e.g. "run cut short at its
+/// deadline of 60 s".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stopping {
+    /// The exit status.
+    pub status: i32,
+    /// Why, in words a report can carry.
+    pub reason: String,
+}
+
+/// The stop in progress, if any (see [`Stopping`]).
+pub fn stopping() -> Option<Stopping> {
+    let status = STOPPING.load(Ordering::SeqCst);
+    if status == 0 {
+        return None;
+    }
+    let reason = STOP_REASON
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone()
+        .unwrap_or_else(|| "run cut short".into());
+    Some(Stopping { status, reason })
+}
 
 /// Held by a live guest's owner; dropping it frees the directory for a sweep.
 #[derive(Debug)]
@@ -56,10 +89,14 @@ pub fn own(state_dir: &Path) -> std::io::Result<OwnerLock> {
     Ok(OwnerLock { _lock: lock })
 }
 
-/// Records a live guest, for the signal handler.
+/// Records a live guest, for the signal handler. A guest started while the
+/// run is stopping is killed at once (its boot then fails).
 pub fn register(pid: u32, state_dir: &Path) {
     let _ = std::fs::write(state_dir.join(PID_FILE), pid.to_string());
     live().insert(pid, state_dir.to_path_buf());
+    if STOPPING.load(Ordering::SeqCst) != 0 {
+        stop_every_guest();
+    }
 }
 
 /// Forgets a guest that is gone.
@@ -129,36 +166,53 @@ fn stop_every_guest() {
 }
 
 /// The whole run's deadline: once `deadline` has passed, say so, stop every
-/// guest, remove its state and exit with 124 (as `timeout` does).
+/// guest, remove its state, let the run write its report, and exit with 124
+/// (as `timeout` does).
 pub fn exit_after(deadline: std::time::Duration) {
     let _ = std::thread::Builder::new().name("run-deadline".into()).spawn(move || {
         std::thread::sleep(deadline);
         stop_and_exit(
             124,
-            &format!(
-                "the run passed its deadline of {} s: stopping every guest (raise it with --deadline)",
-                deadline.as_secs()
-            ),
+            &format!("run cut short at its deadline of {} s", deadline.as_secs()),
+            "stopping every guest (raise it with --deadline)",
         );
     });
 }
 
-/// Says `why`, kills every live guest, removes its state, and exits with
-/// `status`. Other threads that end meanwhile (their guests killed) exit
-/// with `status` too, through [`exit_status`].
-fn stop_and_exit(status: i32, why: &str) -> ! {
-    // Held until the exit: a run whose cases end because their guests were
-    // killed here exits through this thread, with its status.
+/// Says why, marks the stop, kills every live guest and removes its state.
+fn stop_guests(status: i32, reason: &str, doing: &str) {
     let _cleaning = CLEANING.lock().unwrap_or_else(|p| p.into_inner());
+    *STOP_REASON.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason.to_string());
     STOPPING.store(status, Ordering::SeqCst);
-    eprintln!("rave-harness: {why}");
+    eprintln!("rave-harness: {reason}: {doing}");
     stop_every_guest();
+}
+
+/// Says `reason`, kills every live guest, removes its state and exits with
+/// `status` at once: for a stop with no report to write (a signal while
+/// `boot` is still booting or saving a state).
+pub fn stop_now(status: i32, reason: &str) -> ! {
+    stop_guests(status, reason, "stopping every guest and removing its state");
+    std::process::exit(status);
+}
+
+/// Says why, kills every live guest, removes its state, and gives the run
+/// [`REPORT_GRACE`] to write its report and exit with `status` through
+/// [`exit_status`]; then exits with `status` itself.
+fn stop_and_exit(status: i32, reason: &str, doing: &str) -> ! {
+    stop_guests(status, reason, doing);
+    std::thread::sleep(REPORT_GRACE);
+    eprintln!(
+        "rave-harness: the report was not written within {} s of the stop: exiting without it",
+        REPORT_GRACE.as_secs()
+    );
     std::process::exit(status);
 }
 
 /// On SIGINT or SIGTERM: kill every live guest, remove its state directory,
-/// and exit with 128 + the signal. Call it before any other thread starts, so
-/// they all inherit the blocked signals and only the waiting thread sees them.
+/// let the run write its report, and exit with 128 + the signal. Call it
+/// before any other thread starts, so they all inherit the blocked signals
+/// and only the waiting thread sees them.
 pub fn clean_up_on_signals() -> nix::Result<()> {
     let mut signals = SigSet::empty();
     signals.add(Signal::SIGINT);
@@ -167,11 +221,18 @@ pub fn clean_up_on_signals() -> nix::Result<()> {
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
-            if let Ok(signal) = signals.wait() {
+            let Ok(signal) = signals.wait() else { return };
+            let _ = std::thread::Builder::new().name("stopping".into()).spawn(move || {
                 stop_and_exit(
                     128 + signal as i32,
-                    &format!("{signal:?}: stopping every guest and removing its state"),
-                );
+                    &format!("run cut short by {signal:?}"),
+                    "stopping every guest and removing its state (a second signal exits at once)",
+                )
+            });
+            // A second signal: no report, exit now (QEMU dies with the harness).
+            if let Ok(again) = signals.wait() {
+                eprintln!("rave-harness: {again:?} again: exiting without a report");
+                std::process::exit(128 + again as i32);
             }
         })
         .map(|_| ())
@@ -179,17 +240,15 @@ pub fn clean_up_on_signals() -> nix::Result<()> {
 }
 
 /// The status to exit with: `status`, unless a signal or the run's deadline
-/// is stopping the run. Then that clean-up ends the process with its own
-/// status (128 + the signal, or 124), and this waits for it (its waits have
-/// deadlines), so a run whose cases failed because their guests were killed
-/// does not exit 1 first.
+/// is stopping the run; then, once every guest is gone, the stop's own
+/// status (128 + the signal, or 124), so a run whose cases failed because
+/// their guests were killed does not exit 1.
 pub fn exit_status(status: i32) -> i32 {
-    let stopping = STOPPING.load(Ordering::SeqCst);
-    if stopping == 0 {
+    if STOPPING.load(Ordering::SeqCst) == 0 {
         return status;
     }
     drop(CLEANING.lock().unwrap_or_else(|p| p.into_inner()));
-    stopping
+    STOPPING.load(Ordering::SeqCst)
 }
 
 #[cfg(test)]

@@ -10,8 +10,9 @@
 //! `rave-harness run` (`rave_suites::plan`, `rave_harness::runner`), with
 //! plain progress lines on stderr while they run. A profile the flavor cannot
 //! build, or a component the image lacks, makes the trial *ignored* with the
-//! reason; nothing passes without running. The run ends with the same
-//! summary table as `rave-harness run`.
+//! reason; nothing passes without running, and a run whose selected trials
+//! were all ignored fails ("nothing was proved"), as `rave-harness run` does.
+//! The run ends with the same summary table as `rave-harness run`.
 //!
 //! `RAVE_ATTACH=guest.json` runs the trials against a running target (the
 //! JSON line `rave-harness boot` prints) instead of booting; its fault tests
@@ -102,10 +103,20 @@ fn main() {
     if !report.records.is_empty() {
         println!("\n{}", report.summary());
     }
+    // As `rave-harness run`: trials were selected and every one was ignored,
+    // so nothing was proved, and that is not green.
+    let nothing_proved = !report.records.is_empty() && report.passed() == 0 && report.reds() == 0;
+    if nothing_proved {
+        eprintln!("every selected trial was ignored: nothing was proved");
+    }
     // A run stopped by SIGINT/SIGTERM exits with 128 + the signal, not as its killed cases say.
-    let normal = if conclusion.has_failed() { 101 } else { 0 };
+    let normal = if conclusion.has_failed() || nothing_proved {
+        101
+    } else {
+        0
+    };
     let status = rave_harness::reaper::exit_status(normal);
-    if status != normal {
+    if status != normal || nothing_proved {
         std::process::exit(status);
     }
     conclusion.exit();

@@ -2,6 +2,8 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
 
 use anyhow::Context;
 use rave::{Flavor, Profile};
@@ -20,9 +22,27 @@ pub fn boot(
     until_contract: bool,
 ) -> anyhow::Result<i32> {
     // Blocked before any thread starts, so every thread inherits the mask and
-    // the signals wait for `sigwait` below instead of killing the process.
+    // only the thread below sees them. Until the guest is up (a boot, or a
+    // saved state being made, can take minutes) a signal kills it and exits
+    // 128 + the signal at once; once it is up, it powers the guest down.
     let signals = shutdown_signals();
     signals.thread_block().context("blocking SIGINT/SIGTERM")?;
+    let up = Arc::new(AtomicBool::new(false));
+    let (stop, stopped) = mpsc::channel();
+    {
+        let up = Arc::clone(&up);
+        std::thread::Builder::new()
+            .name("signals".into())
+            .spawn(move || {
+                while let Ok(signal) = signals.wait() {
+                    if !up.load(Ordering::SeqCst) {
+                        rave_harness::reaper::stop_now(128 + signal as i32, &format!("{signal:?} while booting"));
+                    }
+                    let _ = stop.send(signal);
+                }
+            })
+            .context("starting the signal thread")?;
+    }
     let launcher = crate::launcher(flavor, cold)?;
     let machine = launcher.boot(profile, &format!("rave-{profile}"))?;
     if until_contract {
@@ -33,8 +53,9 @@ pub fn boot(
     writeln!(stdout, "{}", serde_json::to_string(&description)?)?;
     stdout.flush()?;
     drop(stdout);
+    up.store(true, Ordering::SeqCst);
     if keep {
-        let signal = signals.wait().context("waiting for SIGINT/SIGTERM")?;
+        let signal = stopped.recv().context("waiting for SIGINT/SIGTERM")?;
         eprintln!("rave-harness: {signal:?}: powering {} down", machine.name());
     }
     if !machine.shutdown(POWER_OFF_TIMEOUT) {

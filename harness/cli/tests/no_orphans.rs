@@ -4,7 +4,8 @@
 //!   down at once; the state directory, which nothing could remove then, is
 //!   swept by the next harness to start.
 //! - SIGTERM and SIGINT of `rave-harness run` in the middle of a case: every
-//!   guest is killed and its state directory removed before the exit.
+//!   guest is killed and its state directory removed before the exit, and
+//!   the JUnit report is still written (valid, the case cut short in it).
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -97,9 +98,25 @@ fn sigkill_of_the_harness_takes_qemu_down() {
     assert!(swept, "the next harness left the dead one's {state_dir}");
 }
 
+/// The JUnit file at `path`, which must validate against the XSD (`scripts/validate-junit`).
+fn valid_junit(path: &std::path::Path) -> String {
+    let xml = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("no JUnit report at {}: {e}", path.display()));
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/validate-junit");
+    let out = Command::new(&script).arg(path).output().unwrap();
+    assert!(
+        out.status.success(),
+        "the JUnit report does not validate: {}{}\n{xml}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    xml
+}
+
 /// Starts `run` on a case that takes a while, waits for its guest, sends `signal`.
 fn signal_mid_case(signal: nix::sys::signal::Signal) {
     let events = tempfile::NamedTempFile::new().unwrap();
+    let reports = tempfile::tempdir().unwrap();
+    let junit = reports.path().join("junit.xml");
     let mut harness = Command::new(env!("CARGO_BIN_EXE_rave-harness"))
         .args([
             "run",
@@ -107,8 +124,10 @@ fn signal_mid_case(signal: nix::sys::signal::Signal) {
             "p0",
             "--filter",
             "p0::http_health::webhook_security",
-            "--json",
+            "--junit",
         ])
+        .arg(&junit)
+        .arg("--json")
         .arg(events.path())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -147,6 +166,9 @@ fn signal_mid_case(signal: nix::sys::signal::Signal) {
         !std::path::Path::new(&state_dir).exists(),
         "{state_dir} outlived the harness stopped by {signal:?}"
     );
+    let xml = valid_junit(&junit);
+    assert!(xml.contains("webhook_security"), "{xml}");
+    assert!(xml.contains(&format!("run cut short by {signal:?}")), "{xml}");
 }
 
 #[test]
@@ -160,28 +182,45 @@ fn sigint_mid_case_leaves_no_qemu_and_no_state() {
 }
 
 /// 6 s: a restore (about 3 s) and then the webhook case (7-11 s alone) cannot
-/// both fit, whether the saved state exists or is being made.
+/// both fit, whether the saved state exists or is being made; its fault test,
+/// next on its own guest, cannot start.
 #[test]
 fn a_run_past_its_deadline_stops_every_guest_and_exits_124() {
     let events = tempfile::NamedTempFile::new().unwrap();
+    let reports = tempfile::tempdir().unwrap();
+    let junit = reports.path().join("junit.xml");
     let started = std::time::Instant::now();
     let out = Command::new(env!("CARGO_BIN_EXE_rave-harness"))
         .args([
             "run",
             "--profile",
             "p0",
+            "--faults",
             "--filter",
             "p0::http_health::webhook_security",
             "--deadline",
             "6",
-            "--json",
+            "--junit",
         ])
+        .arg(&junit)
+        .arg("--json")
         .arg(events.path())
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(124), "{stderr}");
     assert!(stderr.contains("deadline of 6 s"), "{stderr}");
+    let xml = valid_junit(&junit);
+    assert!(
+        xml.contains("run cut short at its deadline of 6 s while it ran"),
+        "the running trial is not timed out by the cut: {xml}"
+    );
+    assert!(
+        xml.contains("run cut short at its deadline of 6 s: not started"),
+        "the trial not started is not said so: {xml}"
+    );
+    let summary = String::from_utf8_lossy(&out.stdout);
+    assert!(summary.contains("run cut short at its deadline of 6 s"), "{summary}");
     assert!(started.elapsed() < Duration::from_secs(60), "{:?}", started.elapsed());
     let text = std::fs::read_to_string(events.path()).unwrap();
     for event in text

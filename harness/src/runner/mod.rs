@@ -48,6 +48,7 @@ pub mod pushgateway;
 pub mod report;
 mod schedule;
 pub mod trial;
+mod xml_text;
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Deref;
@@ -218,6 +219,7 @@ pub fn run(trials: &[Trial], guests: &dyn Guests, options: &RunOptions, events: 
             .collect(),
         guests: std::mem::take(&mut *run.reports.lock().unwrap_or_else(|p| p.into_inner())),
         duration: started.elapsed(),
+        cut_short: crate::reaper::stopping().map(|stop| stop.reason),
     };
     events.event(&Event::RunFinished(report.clone()));
     report
@@ -304,8 +306,18 @@ impl Run<'_> {
         record
     }
 
-    /// Runs one trial on its guest and says how it ended.
+    /// Runs one trial on its guest and says how it ended. Once the run is
+    /// stopping ([`crate::reaper::stopping`]) a trial is not started, and one
+    /// that was running and did not pass says it was cut short.
     fn trial(&self, trial: &Trial) -> TrialRecord {
+        if let Some(stop) = crate::reaper::stopping() {
+            return self.record_now(
+                trial,
+                Outcome::Ignored {
+                    reason: format!("{}: not started", stop.reason),
+                },
+            );
+        }
         let started = Instant::now();
         self.started(trial);
         let outcome = match trial.kind {
@@ -344,6 +356,10 @@ impl Run<'_> {
                     },
                 }
             }
+        };
+        let outcome = match crate::reaper::stopping() {
+            Some(stop) if outcome.red().is_some() => cut_short(outcome, &stop),
+            _ => outcome,
         };
         self.finished(trial, outcome, started.elapsed())
     }
@@ -451,6 +467,22 @@ impl StepSink for StepLog {
                 .or_default()
                 .push(step.line());
         }
+    }
+}
+
+/// A red outcome of a trial that was running when the run was stopped: its
+/// guest was killed under it, so what it said is not a verdict. Timed out
+/// at the run's deadline (124), a harness error on a signal.
+fn cut_short(outcome: Outcome, stop: &crate::reaper::Stopping) -> Outcome {
+    let message = format!(
+        "{} while it ran; it then said: {}",
+        stop.reason,
+        outcome.message().unwrap_or("")
+    );
+    if stop.status == 124 {
+        Outcome::TimedOut { message }
+    } else {
+        Outcome::HarnessError { message }
     }
 }
 

@@ -10,6 +10,7 @@ use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
 use serde::Serialize;
 
 use super::trial::TrialKind;
+use super::xml_text::{self, MAX_MESSAGE, MAX_SYSTEM_OUT};
 use crate::facts::{seconds, GuestReport};
 use crate::outcome::{Outcome, Red};
 
@@ -47,6 +48,10 @@ pub struct RunReport {
     /// Wall time of the run.
     #[serde(serialize_with = "seconds")]
     pub duration: Duration,
+    /// Why the run was cut short (its deadline, a signal), if it was: then
+    /// trials that ran are red with that reason and those not started ignored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cut_short: Option<String>,
 }
 
 impl RunReport {
@@ -131,6 +136,11 @@ impl RunReport {
             self.ignored(),
             self.duration.as_secs_f64()
         ));
+        if let Some(reason) = &self.cut_short {
+            out.push_str(&format!(
+                "the {reason}: the trials above that were not finished say so\n"
+            ));
+        }
         for r in &self.records {
             if let (Some(red), Some(message)) = (r.outcome.red(), r.outcome.message()) {
                 out.push_str(&format!("{} {}: {}\n", red.label(), r.name, first_line(message)));
@@ -142,7 +152,8 @@ impl RunReport {
     /// The JUnit XML that GitLab and Jenkins read: one `testsuite` per group
     /// (fault tests in `fault::GROUP`), one `testcase` per trial, with real
     /// durations; a red trial's first line as its message, and its step log
-    /// and whole diagnostics in `system-out`.
+    /// and diagnostics in `system-out` (cut in the middle past 256 KiB). Text
+    /// is made valid XML 1.0 with tabs and line breaks kept (the `xml_text` module).
     pub fn junit(&self) -> String {
         let mut report = Report::new("rave-harness");
         report.set_time(self.duration);
@@ -163,7 +174,7 @@ impl RunReport {
                 Outcome::Passed => TestCaseStatus::success(),
                 Outcome::Ignored { reason } => {
                     let mut status = TestCaseStatus::skipped();
-                    status.set_message(first_line(reason));
+                    status.set_message(xml_text::prepare(&first_line(reason), MAX_MESSAGE));
                     status
                 }
                 red => {
@@ -172,7 +183,7 @@ impl RunReport {
                         _ => NonSuccessKind::Error,
                     };
                     let mut status = TestCaseStatus::non_success(kind);
-                    status.set_message(first_line(red.message().unwrap_or("")));
+                    status.set_message(xml_text::prepare(&first_line(red.message().unwrap_or("")), MAX_MESSAGE));
                     status.set_type(red.red().map_or("?", Red::words));
                     status
                 }
@@ -189,7 +200,7 @@ impl RunReport {
                 out.push_str(message);
             }
             if !out.trim().is_empty() {
-                case.set_system_out(out.trim_end());
+                case.set_system_out(xml_text::prepare(out.trim_end(), MAX_SYSTEM_OUT));
             }
             suites[index].1.add_test_case(case);
         }
@@ -201,7 +212,7 @@ impl RunReport {
         let xml = report
             .to_string()
             .unwrap_or_else(|e| format!("<!-- could not render JUnit: {e} -->"));
-        without_testsuites_skipped(xml)
+        xml_text::finish(&without_testsuites_skipped(xml))
     }
 }
 
@@ -363,6 +374,7 @@ pub(crate) mod tests {
                 }],
             }],
             duration: Duration::from_millis(58_000),
+            cut_short: None,
         }
     }
 
@@ -379,6 +391,33 @@ pub(crate) mod tests {
     #[test]
     fn json_of_a_fixed_run() {
         insta::assert_snapshot!(serde_json::to_string_pretty(&sample()).unwrap());
+    }
+
+    #[test]
+    fn junit_with_hostile_text_validates_against_the_xsd_with_tabs_kept() {
+        let mut run = sample();
+        run.records[1].outcome = Outcome::Failed {
+            message: "saw\tthis\r\n\u{1b}[31mred\u{1b}[0m \u{FFFE}\u{FFFF}\u{7}\ntable inet nixos-fw {\n\tchain input {\n\t\ttcp dport 22 accept\n\t}\n}".into(),
+        };
+        let xml = run.junit();
+        assert!(xml.contains("saw&#9;this&#13;"), "{xml}");
+        assert!(xml.contains("\n&#9;&#9;tcp dport 22 accept\n&#9;}"), "{xml}");
+        assert!(!xml.contains("[31m") && !xml.contains('\u{1b}'), "{xml}");
+        assert!(!xml.contains('\u{FFFE}') && !xml.contains('\u{FFFF}') && !xml.contains('\u{7}'));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("junit.xml");
+        std::fs::write(&path, &xml).unwrap();
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/validate-junit");
+        let out = std::process::Command::new(&script)
+            .arg(&path)
+            .output()
+            .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
+        assert!(
+            out.status.success(),
+            "the JUnit does not validate against junit-10.xsd: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     #[test]
