@@ -173,6 +173,9 @@ fn build_images(launcher: &rave::Launcher, trials: &[Trial], progress: &Progress
     let mut profiles: Vec<Profile> = trials.iter().filter_map(|t| t.group.parse().ok()).collect();
     profiles.dedup();
     for profile in profiles {
+        if rave_harness::reaper::stopping().is_some() {
+            break; // the run is cut short: its trials say so, not started
+        }
         let spec = launcher.spec(profile);
         if launcher.store.buildable(spec).is_err() {
             continue; // its trials report why, as ignored

@@ -331,6 +331,9 @@ impl Run<'_> {
                         message: format!("{name} could not be had: {e}"),
                     },
                 };
+                // Judged now: a stop after this point did not cut this trial.
+                let owned = !matches!(guest.as_deref(), Ok(Guest::Attached(_)));
+                let outcome = cut_if_stopped(outcome, owned);
                 if slot.remaining.fetch_sub(1, Ordering::SeqCst) == 1 {
                     self.release_group(&trial.group, false);
                 }
@@ -345,21 +348,21 @@ impl Run<'_> {
                 );
                 match self.boot(&trial.group, &name) {
                     Ok(guest) => {
-                        let outcome = self.check(trial, &guest);
+                        let owned = matches!(guest, Guest::Owned(_));
+                        let outcome = cut_if_stopped(self.check(trial, &guest), owned);
                         if let Guest::Owned(machine) = &guest {
                             self.power_off(machine);
                         }
                         outcome
                     }
-                    Err(e) => Outcome::HarnessError {
-                        message: format!("{name} could not be had: {e}"),
-                    },
+                    Err(e) => cut_if_stopped(
+                        Outcome::HarnessError {
+                            message: format!("{name} could not be had: {e}"),
+                        },
+                        true,
+                    ),
                 }
             }
-        };
-        let outcome = match crate::reaper::stopping() {
-            Some(stop) if outcome.red().is_some() => cut_short(outcome, &stop),
-            _ => outcome,
         };
         self.finished(trial, outcome, started.elapsed())
     }
@@ -467,6 +470,16 @@ impl StepSink for StepLog {
                 .or_default()
                 .push(step.line());
         }
+    }
+}
+
+/// `outcome` as it stands, unless the run was stopped before it was judged
+/// and it is red on a guest of the run's own (`owned`: the stop killed it;
+/// an attached target is never killed, so its verdicts stand).
+fn cut_if_stopped(outcome: Outcome, owned: bool) -> Outcome {
+    match crate::reaper::stopping() {
+        Some(stop) if owned && outcome.red().is_some() => cut_short(outcome, &stop),
+        _ => outcome,
     }
 }
 
