@@ -143,7 +143,9 @@ def qmp_human(path, command_line):
                 answer = json.loads(reader.readline())
                 if "return" in answer or "error" in answer:
                     break
-            if "error" in answer or answer.get("return", "").strip():
+            # qmp_capabilities returns {}; the human command its output, "" when it worked.
+            said = answer.get("return")
+            if "error" in answer or (isinstance(said, str) and said.strip()):
                 raise GuestError(f"QMP {command_line}: {answer}")
 
 
@@ -415,10 +417,18 @@ class Guest:
         self.ca_cert = ca_cert
         self.forwards = dict(forwards)
         self.qmp_socket = qmp_socket
+        self._added = []  # host ports this run forwarded, removed at close
         self._https = HttpsClient(ca_cert, https_addr, COMMAND_TIMEOUT)
 
     def close(self):
         self._https.close()
+        # As Machine::remove_added_forwards: the target is left as it was found.
+        for host_port in self._added:
+            try:
+                qmp_human(self.qmp_socket, f"hostfwd_remove tcp:127.0.0.1:{host_port}")
+            except (OSError, GuestError):
+                pass  # a QEMU that is gone took its forwards with it
+        self._added = []
 
     # Commands.
 
@@ -567,6 +577,7 @@ class Guest:
                 host_port = free.getsockname()[1]
             qmp_human(self.qmp_socket, f"hostfwd_add tcp:127.0.0.1:{host_port}-:{guest_port}")
             self.forwards[guest_port] = host_port
+            self._added.append(host_port)
             return ("127.0.0.1", host_port)
         return (self.ssh_addr[0], guest_port)
 
