@@ -39,8 +39,8 @@ step "run"
 status=0
 "$harness" run --junit "$artifacts/junit.xml" --json "$artifacts/events.jsonl" "$@" >"$artifacts/summary.txt" &
 harness_pid=$!
-trap 'kill -TERM "$harness_pid" 2>/dev/null || true' TERM
-trap 'kill -INT "$harness_pid" 2>/dev/null || true' INT
+trap 'kill -TERM "$harness_pid" 2>/dev/null || echo "ci-test-stage: the harness had already ended" >&2' TERM
+trap 'kill -INT "$harness_pid" 2>/dev/null || echo "ci-test-stage: the harness had already ended" >&2' INT
 wait "$harness_pid" || status=$?
 if [ "$status" -gt 128 ]; then
   # `wait` returns early when a trapped signal arrives: wait for the harness

@@ -44,6 +44,9 @@ static LIVE: Mutex<BTreeMap<u32, PathBuf>> = Mutex::new(BTreeMap::new());
 static STOPPING: AtomicI32 = AtomicI32::new(0);
 /// Held by the stopping thread from before it sets [`STOPPING`] until every guest is gone.
 static CLEANING: Mutex<()> = Mutex::new(());
+/// Set by [`exit_status`] once a stopped run has written its report.
+static REPORTED: Mutex<bool> = Mutex::new(false);
+static REPORTED_CHANGED: std::sync::Condvar = std::sync::Condvar::new();
 /// Why the run is stopping, for the trials it cuts short.
 static STOP_REASON: Mutex<Option<String>> = Mutex::new(None);
 /// How long a stopped run gets to write its report (summary, JUnit) before
@@ -205,7 +208,14 @@ pub fn stop_now(status: i32, reason: &str) -> ! {
 /// [`exit_status`]; then exits with `status` itself.
 fn stop_and_exit(status: i32, reason: &str, doing: &str) -> ! {
     stop_guests(status, reason, doing);
-    std::thread::sleep(REPORT_GRACE);
+    // Until the run says its report is out (exit_status), at most REPORT_GRACE.
+    let reported = REPORTED.lock().unwrap_or_else(|p| p.into_inner());
+    let (reported, _) = REPORTED_CHANGED
+        .wait_timeout_while(reported, REPORT_GRACE, |done| !*done)
+        .unwrap_or_else(|p| p.into_inner());
+    if *reported {
+        std::process::exit(status);
+    }
     eprintln!(
         "rave-harness: the report was not written within {} s of the stop: exiting without it",
         REPORT_GRACE.as_secs()
@@ -260,6 +270,8 @@ pub fn exit_status(status: i32) -> i32 {
         return status;
     }
     drop(CLEANING.lock().unwrap_or_else(|p| p.into_inner()));
+    *REPORTED.lock().unwrap_or_else(|p| p.into_inner()) = true;
+    REPORTED_CHANGED.notify_all();
     STOPPING.load(Ordering::SeqCst)
 }
 
