@@ -1,6 +1,7 @@
 //! The rave cases, one module per suite, each case's check and its fault
 //! side by side; the checks several cases share; the catalog that puts the
-//! suites together; and the plan both front ends run them by.
+//! suites together; the plan both front ends run them by; and shards
+//! balanced by measured durations.
 #![deny(missing_docs)]
 
 pub mod case;
@@ -10,4 +11,5 @@ pub mod http_health;
 pub mod p2_observability;
 pub mod plan;
 pub mod security;
+pub mod shard;
 pub mod systemd_services;

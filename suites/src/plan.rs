@@ -75,24 +75,17 @@ pub fn on_attached_target(trials: Vec<Trial>, target: &str, allow_faults: bool) 
         .collect()
 }
 
-/// Shard `index` of `count` (1-based, as `--shard 2/3` says): a contiguous
-/// slice, so a shard boots as few profiles' guests as it can.
-pub fn shard(trials: Vec<Trial>, index: usize, count: usize) -> Vec<Trial> {
-    let count = count.max(1);
-    let len = trials.len();
-    let start = len * (index - 1) / count;
-    let end = len * index / count;
-    trials.into_iter().skip(start).take(end - start).collect()
-}
-
 /// The runner's options for a run with `settings`: guests side by side as
-/// far as the host's CPUs and memory allow, named `rave-…`.
+/// far as the host's CPUs and memory allow, named `rave-…`; no reruns, no
+/// attachments (the CLI's `--retries` and `--attachments` set those).
 pub fn run_options(settings: &Settings) -> RunOptions {
     RunOptions {
         cases_at_once: CASES_AT_ONCE,
         guests_at_once: HostResources::read().guests_at_once(settings.ram_mb, settings.cpus),
         power_off_timeout: POWER_OFF_TIMEOUT,
         guest_prefix: "rave".into(),
+        retries: 0,
+        attachments: None,
     }
 }
 
@@ -151,18 +144,6 @@ mod tests {
             p2_faults,
             cases.iter().filter(|c| c.profiles.contains(&Profile::P2)).count()
         );
-    }
-
-    #[test]
-    fn shards_cover_every_trial_once() {
-        let all = trials(&Profile::ALL, true);
-        let names: Vec<String> = all.iter().map(|t| t.name.clone()).collect();
-        let mut seen = Vec::new();
-        for i in 1..=4 {
-            seen.extend(shard(all.clone(), i, 4).iter().map(|t| t.name.clone()));
-        }
-        assert_eq!(seen, names);
-        assert_eq!(shard(all.clone(), 1, 1).len(), all.len());
     }
 
     #[test]

@@ -1,11 +1,27 @@
 //! `rave-harness list`: the cases per profile and their fault tests.
 
-use rave::Profile;
-use rave_suites::plan;
+use std::path::Path;
 
-/// Prints one trial name per line, as `run --filter` matches them.
-pub fn list(profiles: &[Profile]) -> anyhow::Result<i32> {
-    for trial in plan::trials(profiles, true) {
+use rave::Profile;
+use rave_suites::{plan, shard};
+
+/// Prints one trial name per line, as `run --filter` matches them; with
+/// `shard` (I of N), only that shard's, then each shard's estimated seconds
+/// on stderr.
+pub fn list(profiles: &[Profile], shard: Option<(usize, usize)>, durations: Option<&Path>) -> anyhow::Result<i32> {
+    let mut trials = plan::trials(profiles, true);
+    if let Some((index, count)) = shard {
+        let durations = crate::run_cmd::durations(durations)?;
+        let estimates = shard::estimates(&trials, count, &durations);
+        trials = shard::shard(trials, index, count, &durations);
+        let said: Vec<String> = estimates
+            .iter()
+            .enumerate()
+            .map(|(i, s)| format!("{}/{count} {s:.0} s", i + 1))
+            .collect();
+        eprintln!("estimated seconds per shard (one guest at a time): {}", said.join(", "));
+    }
+    for trial in trials {
         println!("{}", trial.name);
     }
     Ok(0)

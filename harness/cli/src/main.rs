@@ -3,6 +3,7 @@
 
 mod boot_cmd;
 mod doctor_cmd;
+mod durations_cmd;
 mod images_cmd;
 mod list_cmd;
 mod progress;
@@ -90,6 +91,22 @@ enum Cmd {
         /// p0, p1, p2 or all.
         #[arg(long, value_enum, default_value = "all")]
         profile: ProfileArg,
+        /// Only shard I of N of `run --faults --shard I/N`, with the seconds each shard is estimated at.
+        #[arg(long, value_parser = run_cmd::parse_shard)]
+        shard: Option<(usize, usize)>,
+        /// The durations the shards are balanced by (as `run --durations`).
+        #[arg(long, value_name = "FILE", requires = "shard")]
+        durations: Option<PathBuf>,
+    },
+    /// Print the durations table `run --shard` balances by, from runs' `--json` events
+    /// (commit it as suites/durations.json).
+    Durations {
+        /// Events files of `rave-harness run --json`.
+        #[arg(required = true)]
+        events: Vec<PathBuf>,
+        /// Start from this table: trials the events lack keep its figures.
+        #[arg(long, value_name = "TABLE")]
+        merge: Option<PathBuf>,
     },
     /// Check that this host can run the harness: one verdict per line.
     Doctor {
@@ -111,7 +128,12 @@ fn main() {
             until_contract,
         } => boot_cmd::boot(profile, flavor.map(Flavor::from), keep, cold, until_contract),
         Cmd::Images { command } => images_cmd::images(command),
-        Cmd::List { profile } => list_cmd::list(&profile.profiles()),
+        Cmd::List {
+            profile,
+            shard,
+            durations,
+        } => list_cmd::list(&profile.profiles(), shard, durations.as_deref()),
+        Cmd::Durations { events, merge } => durations_cmd::durations(&events, merge),
         Cmd::Doctor { cache_dir } => doctor_cmd::doctor(cache_dir),
     };
     match result {

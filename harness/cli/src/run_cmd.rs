@@ -13,6 +13,7 @@ use rave_harness::runner::{self, pushgateway, AttachedTarget, Guests, Trial};
 use rave_harness::target::TargetDescription;
 use rave_harness::Machine;
 use rave_suites::plan;
+use rave_suites::shard::{self, Durations};
 
 use crate::progress::Progress;
 use crate::{FlavorArg, ProfileArg};
@@ -38,12 +39,25 @@ pub struct RunArgs {
     /// Write a JUnit XML report here.
     #[arg(long)]
     junit: Option<PathBuf>,
+    /// Keep each red trial's journals and serial log here, linked from the JUnit
+    /// (default: `attachments/` beside the --junit file; none without --junit).
+    #[arg(long, value_name = "DIR")]
+    attachments: Option<PathBuf>,
+    /// Run a red trial again, up to N more times, each on a fresh guest: one that then
+    /// passes is reported flaky (exit 3 when nothing else was red), not passed.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    retries: usize,
     /// Write JSON lines of events here (boot stages, case start and finish, guest figures, the run).
     #[arg(long)]
     json: Option<PathBuf>,
-    /// Run only shard I of N (1-based), e.g. 2/3.
+    /// Run only shard I of N (1-based), e.g. 2/3: shards are balanced by the trials' measured
+    /// durations (suites/durations.json, or --durations), a profile's cases kept on one shard.
     #[arg(long, value_parser = parse_shard)]
-    shard: Option<(usize, usize)>,
+    pub shard: Option<(usize, usize)>,
+    /// The durations --shard balances by: a table `rave-harness durations` wrote, or a run's
+    /// --json events (default: the committed suites/durations.json).
+    #[arg(long, value_name = "FILE", requires = "shard")]
+    pub durations: Option<PathBuf>,
     /// Push the run's figures to this Pushgateway (e.g. http://127.0.0.1:9091).
     #[arg(long)]
     pushgateway: Option<String>,
@@ -65,7 +79,7 @@ pub struct RunArgs {
 const ATTACH_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// `I/N` with 1 <= I <= N.
-fn parse_shard(text: &str) -> Result<(usize, usize), String> {
+pub fn parse_shard(text: &str) -> Result<(usize, usize), String> {
     let bad = || format!("--shard {text:?}: use I/N with 1 <= I <= N, e.g. 2/3");
     let (i, n) = text.split_once('/').ok_or_else(bad)?;
     let (i, n) = (
@@ -109,7 +123,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         trials.retain(|t| t.name.contains(pattern.as_str()));
     }
     if let Some((index, count)) = args.shard {
-        trials = plan::shard(trials, index, count);
+        let durations = durations(args.durations.as_deref())?;
+        let before = trials.len();
+        trials = shard::shard(trials, index, count, &durations);
+        if trials.is_empty() && before > 0 {
+            bail!("shard {index}/{count} holds no trial: the {before} selected make fewer units than shards (a profile's cases are one); use fewer shards");
+        }
     }
     if trials.is_empty() {
         bail!("no trial matches (see rave-harness list)");
@@ -123,6 +142,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     }
     let events: Arc<dyn EventSink> = Arc::new(Fanout(sinks));
     let mut options = plan::run_options(&settings);
+    options.retries = args.retries;
+    options.attachments = args.attachments.clone().or_else(|| {
+        args.junit
+            .as_ref()
+            .map(|j| j.parent().unwrap_or(std::path::Path::new("")).join("attachments"))
+    });
     let guests: Box<dyn Guests> = match &target {
         Some(target) => {
             progress.set(format!("attaching to {}", target.name));
@@ -154,14 +179,45 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     Ok(verdict(&report))
 }
 
-/// 0 when something ran and nothing was red; 1 otherwise (all ignored proves nothing).
+/// The durations shards are balanced by: `path` (a table, or a run's JSON
+/// events), else the committed table.
+pub fn durations(path: Option<&std::path::Path>) -> anyhow::Result<Durations> {
+    let Some(path) = path else {
+        return Ok(Durations::committed());
+    };
+    let text = std::fs::read_to_string(path).with_context(|| format!("--durations {}", path.display()))?;
+    Durations::parse(&text)
+        .or_else(|table_error| {
+            Durations::from_events(&text)
+                .ok()
+                .filter(|d| !d.is_empty())
+                .ok_or(table_error)
+        })
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "--durations {}: neither a durations table nor a run's JSON events ({e}); write one with `rave-harness durations EVENTS.jsonl`",
+                path.display()
+            )
+        })
+}
+
+/// 0 when something ran and nothing was red; 1 when something was red, or
+/// nothing ran (all ignored proves nothing); 3 when nothing was red but some
+/// trial passed only on a rerun (flaky).
 fn verdict(report: &RunReport) -> i32 {
     if report.reds() > 0 {
         return 1;
     }
-    if report.passed() == 0 {
+    if report.passed() + report.flaky() == 0 {
         eprintln!("rave-harness: no trial ran (every one was ignored): nothing was proved");
         return 1;
+    }
+    if report.flaky() > 0 {
+        eprintln!(
+            "rave-harness: {} trial(s) passed only on a rerun (flaky): exit 3",
+            report.flaky()
+        );
+        return 3;
     }
     0
 }
@@ -195,7 +251,7 @@ fn build_images(launcher: &rave::Launcher, trials: &[Trial], progress: &Progress
 mod tests {
     use super::*;
     use rave_harness::outcome::Outcome;
-    use rave_harness::runner::report::TrialRecord;
+    use rave_harness::runner::report::{Rerun, TrialRecord};
     use rave_harness::runner::TrialKind;
 
     #[test]
@@ -217,6 +273,8 @@ mod tests {
             outcome,
             duration: Duration::ZERO,
             steps: Vec::new(),
+            reruns: Vec::new(),
+            attachments: Vec::new(),
         };
         let mut report = RunReport {
             records: vec![record(Outcome::Ignored { reason: "r".into() })],
@@ -225,6 +283,14 @@ mod tests {
         assert_eq!(verdict(&report), 1);
         report.records.push(record(Outcome::Passed));
         assert_eq!(verdict(&report), 0);
+        let mut flaky = report.clone();
+        let mut record_flaky = record(Outcome::Passed);
+        record_flaky.reruns.push(Rerun {
+            outcome: Outcome::Failed { message: "m".into() },
+            duration: Duration::ZERO,
+        });
+        flaky.records.push(record_flaky);
+        assert_eq!(verdict(&flaky), 3, "flaky is not passed");
         for red in [
             Outcome::Failed { message: "m".into() },
             Outcome::HarnessError { message: "m".into() },

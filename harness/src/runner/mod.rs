@@ -12,6 +12,10 @@
 //! - Guests run side by side up to [`RunOptions::guests_at_once`].
 //! - A guest that cannot be had makes each of its trials a harness error,
 //!   not a failure; a panic inside a check is a harness error of that trial.
+//! - With [`RunOptions::retries`], a red trial runs again on a fresh guest,
+//!   up to that many times: one that then passes is *flaky*, not passed.
+//! - With [`RunOptions::attachments`], a red attempt's guest leaves its
+//!   journals and serial log there before it goes down (linked from JUnit).
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -43,16 +47,21 @@
 //! # }
 //! ```
 
+mod attachments;
+mod attempt;
 pub mod events;
+mod junit;
 pub mod pushgateway;
 pub mod report;
 mod schedule;
+mod step_log;
 pub mod trial;
 mod xml_text;
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Deref;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -62,10 +71,12 @@ pub use trial::{trial_name, Check, Trial, TrialKind};
 use crate::facts::GuestReport;
 use crate::image::Image;
 use crate::outcome::{CheckError, Outcome};
-use crate::steps::{Step, StepPhase, StepSink};
+use crate::steps::StepSink;
 use crate::Machine;
+use attempt::{panic_message, Attempt};
 use events::{Event, EventSink};
-use report::{RunReport, TrialRecord};
+use report::{Rerun, RunReport, TrialRecord};
+use step_log::StepLog;
 
 /// Why a group's image cannot be had.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -142,18 +153,26 @@ pub struct RunOptions {
     pub guests_at_once: usize,
     /// How long a guest gets to power off before QEMU is killed.
     pub power_off_timeout: Duration,
-    /// Guests are named `PREFIX-GROUP` (shared) and `PREFIX-fault-GROUP-CASE`.
+    /// Guests are named `PREFIX-GROUP` (shared), `PREFIX-fault-GROUP-CASE`
+    /// and `PREFIX-rerunN-GROUP-CASE`.
     pub guest_prefix: String,
+    /// How many more times a red trial runs, each on a fresh guest (0: none).
+    pub retries: usize,
+    /// Where a red attempt's journals and serial log are kept (none: not kept).
+    pub attachments: Option<PathBuf>,
 }
 
 impl Default for RunOptions {
-    /// 4 cases at once per guest, one guest at a time, 30 s to power off, guests named `vm-…`.
+    /// 4 cases at once per guest, one guest at a time, 30 s to power off,
+    /// guests named `vm-…`, no reruns, no attachments.
     fn default() -> Self {
         RunOptions {
             cases_at_once: crate::ssh_pool::MAX_CONNECTIONS,
             guests_at_once: 1,
             power_off_timeout: Duration::from_secs(30),
             guest_prefix: "vm".into(),
+            retries: 0,
+            attachments: None,
         }
     }
 }
@@ -280,7 +299,7 @@ impl Run<'_> {
     /// Records a trial that did not run.
     fn record_now(&self, trial: &Trial, outcome: Outcome) -> TrialRecord {
         self.started(trial);
-        self.finished(trial, outcome, Duration::ZERO)
+        self.finished(trial, Attempt::new(outcome), Vec::new(), Duration::ZERO)
     }
 
     fn started(&self, trial: &Trial) {
@@ -291,7 +310,24 @@ impl Run<'_> {
         });
     }
 
-    fn finished(&self, trial: &Trial, outcome: Outcome, duration: Duration) -> TrialRecord {
+    /// The record of `trial`, judged by its first attempt and its reruns.
+    fn finished(&self, trial: &Trial, first: Attempt, reruns: Vec<Attempt>, duration: Duration) -> TrialRecord {
+        let mut steps = self.steps.take(&trial.name);
+        let mut attachments = Vec::new();
+        let mut attempts: Vec<Attempt> = std::iter::once(first).chain(reruns).collect();
+        for attempt in &mut attempts {
+            steps.append(&mut attempt.kept.problems);
+            attachments.append(&mut attempt.kept.files);
+        }
+        let passed_last = attempts.last().is_some_and(|a| a.outcome == Outcome::Passed);
+        let (outcome, reruns) = if passed_last && attempts.len() > 1 {
+            // Flaky: passed, with the red attempts before.
+            attempts.pop();
+            (Outcome::Passed, attempts)
+        } else {
+            let first = attempts.remove(0);
+            (first.outcome, attempts)
+        };
         let record = TrialRecord {
             name: trial.name.clone(),
             suite: trial.suite.clone(),
@@ -300,7 +336,15 @@ impl Run<'_> {
             kind: trial.kind,
             outcome,
             duration,
-            steps: self.steps.take(&trial.name),
+            steps,
+            reruns: reruns
+                .into_iter()
+                .map(|a| Rerun {
+                    outcome: a.outcome,
+                    duration: a.duration,
+                })
+                .collect(),
+            attachments,
         };
         self.events.event(&Event::CaseFinished(record.clone()));
         record
@@ -320,24 +364,24 @@ impl Run<'_> {
         }
         let started = Instant::now();
         self.started(trial);
-        let outcome = match trial.kind {
+        let first = match trial.kind {
             TrialKind::Case => {
                 let slot = self.slot(&trial.group);
                 let name = format!("{}-{}", self.options.guest_prefix, trial.group);
                 let guest = slot.guest.get_or_init(|| self.boot(&trial.group, &name).map(Arc::new));
-                let outcome = match guest {
-                    Ok(guest) => self.check(trial, guest),
-                    Err(e) => Outcome::HarnessError {
+                let attempt = match guest {
+                    Ok(guest) => self.check(trial, guest, 0),
+                    Err(e) => Attempt::new(Outcome::HarnessError {
                         message: format!("{name} could not be had: {e}"),
-                    },
+                    }),
                 };
                 // Judged now: a stop after this point did not cut this trial.
                 let owned = !matches!(guest.as_deref(), Ok(Guest::Attached(_)));
-                let outcome = cut_if_stopped(outcome, owned);
+                let attempt = attempt.cut_if_stopped(owned);
                 if slot.remaining.fetch_sub(1, Ordering::SeqCst) == 1 {
                     self.release_group(&trial.group, false);
                 }
-                outcome
+                attempt
             }
             TrialKind::Fault => {
                 let name = format!(
@@ -346,39 +390,70 @@ impl Run<'_> {
                     trial.group,
                     trial.case.replace('_', "-")
                 );
-                match self.boot(&trial.group, &name) {
-                    Ok(guest) => {
-                        let owned = matches!(guest, Guest::Owned(_));
-                        let outcome = cut_if_stopped(self.check(trial, &guest), owned);
-                        if let Guest::Owned(machine) = &guest {
-                            self.power_off(machine);
-                        }
-                        outcome
-                    }
-                    Err(e) => cut_if_stopped(
-                        Outcome::HarnessError {
-                            message: format!("{name} could not be had: {e}"),
-                        },
-                        true,
-                    ),
-                }
+                self.on_fresh_guest(trial, &name, 0)
             }
         };
-        self.finished(trial, outcome, started.elapsed())
+        let mut first = first;
+        first.duration = started.elapsed();
+        let mut reruns: Vec<Attempt> = Vec::new();
+        let mut last_red = first.outcome.red().is_some();
+        while last_red && reruns.len() < self.options.retries && crate::reaper::stopping().is_none() {
+            let n = reruns.len() + 1;
+            let name = format!(
+                "{}-rerun{n}-{}-{}",
+                self.options.guest_prefix,
+                trial.group,
+                trial.case.replace('_', "-")
+            );
+            let began = Instant::now();
+            let mut attempt = self.on_fresh_guest(trial, &name, n);
+            attempt.duration = began.elapsed();
+            last_red = attempt.outcome.red().is_some();
+            reruns.push(attempt);
+        }
+        self.finished(trial, first, reruns, started.elapsed())
     }
 
-    /// Runs the check with its steps said for it; a panic is a harness error.
-    fn check(&self, trial: &Trial, machine: &Machine) -> Outcome {
+    /// Runs `trial` on a fresh guest named `name`, which goes down after
+    /// (attempt `rerun`: 0 for the first).
+    fn on_fresh_guest(&self, trial: &Trial, name: &str, rerun: usize) -> Attempt {
+        match self.boot(&trial.group, name) {
+            Ok(guest) => {
+                let owned = matches!(guest, Guest::Owned(_));
+                let attempt = self.check(trial, &guest, rerun).cut_if_stopped(owned);
+                if let Guest::Owned(machine) = &guest {
+                    self.power_off(machine);
+                }
+                attempt
+            }
+            Err(e) => Attempt::new(Outcome::HarnessError {
+                message: format!("{name} could not be had: {e}"),
+            })
+            .cut_if_stopped(true),
+        }
+    }
+
+    /// Runs the check with its steps said for it (a panic is a harness
+    /// error); when red, keeps the guest's journals and serial log.
+    fn check(&self, trial: &Trial, machine: &Machine, rerun: usize) -> Attempt {
         let steps: Arc<dyn StepSink> = Arc::clone(&self.steps) as Arc<dyn StepSink>;
         let result = catch_unwind(AssertUnwindSafe(|| {
             crate::steps::in_trial(&trial.name, steps, || (trial.check)(machine))
         }));
-        match result {
+        let mut attempt = Attempt::new(match result {
             Ok(result) => Outcome::from(result),
             Err(panic) => Outcome::HarnessError {
                 message: format!("{} panicked: {}", trial.name, panic_message(&panic)),
             },
+        });
+        if let (Some(dir), Some(_), None) = (
+            &self.options.attachments,
+            attempt.outcome.red(),
+            crate::reaper::stopping(),
+        ) {
+            attempt.kept = attachments::keep(dir, trial, rerun, machine);
         }
+        attempt
     }
 
     fn boot(&self, group: &str, name: &str) -> Result<Guest, CheckError> {
@@ -439,70 +514,83 @@ impl Run<'_> {
     }
 }
 
-/// The runner's step sink: every step to the events, each ended step's line
-/// kept for its trial's record.
-struct StepLog {
-    events: Arc<dyn EventSink>,
-    lines: Mutex<HashMap<String, Vec<String>>>,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use events::Discard;
 
-impl StepLog {
-    fn take(&self, trial: &str) -> Vec<String> {
-        self.lines
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(trial)
-            .unwrap_or_default()
+    /// An image whose guests can never be had, counting the tries.
+    struct NoGuests {
+        image: Image,
+        boots: AtomicUsize,
     }
-}
 
-impl StepSink for StepLog {
-    fn step(&self, trial: &str, step: &Step) {
-        self.events.event(&Event::Step {
-            case: trial.into(),
-            step: step.clone(),
-        });
-        if step.phase != StepPhase::Began {
-            self.lines
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .entry(trial.into())
-                .or_default()
-                .push(step.line());
+    impl Guests for NoGuests {
+        fn image(&self, _group: &str) -> Result<Image, Unavailable> {
+            Ok(self.image.clone())
+        }
+        fn guest(&self, _group: &str, name: &str) -> Result<Guest, CheckError> {
+            self.boots.fetch_add(1, Ordering::SeqCst);
+            Err(CheckError::harness(format!("{name}: no QEMU in this test")))
         }
     }
-}
 
-/// `outcome` as it stands, unless the run was stopped before it was judged
-/// and it is red on a guest of the run's own (`owned`: the stop killed it;
-/// an attached target is never killed, so its verdicts stand).
-fn cut_if_stopped(outcome: Outcome, owned: bool) -> Outcome {
-    match crate::reaper::stopping() {
-        Some(stop) if owned && outcome.red().is_some() => cut_short(outcome, &stop),
-        _ => outcome,
+    fn no_guests() -> (tempfile::TempDir, NoGuests) {
+        let dir = tempfile::tempdir().unwrap();
+        for file in ["k", "i", "d"] {
+            std::fs::write(dir.path().join(file), "").unwrap();
+        }
+        std::fs::write(
+            dir.path().join("manifest.json"),
+            r#"{"schema": 2, "profile": "web", "kernel": "k", "initrd": "i", "disk": "d", "kernel_cmdline": "", "ssh_user": "u", "components": {}}"#,
+        )
+        .unwrap();
+        let image = Image::load(dir.path()).unwrap();
+        (
+            dir,
+            NoGuests {
+                image,
+                boots: AtomicUsize::new(0),
+            },
+        )
     }
-}
 
-/// A red outcome of a trial that was running when the run was stopped: its
-/// guest was killed under it, so what it said is not a verdict. Timed out
-/// at the run's deadline (124), a harness error on a signal.
-fn cut_short(outcome: Outcome, stop: &crate::reaper::Stopping) -> Outcome {
-    let message = format!(
-        "{} while it ran; it then said: {}",
-        stop.reason,
-        outcome.message().unwrap_or("")
-    );
-    if stop.status == 124 {
-        Outcome::TimedOut { message }
-    } else {
-        Outcome::HarnessError { message }
+    #[test]
+    fn a_red_trial_reruns_on_fresh_guests_and_stays_red_with_its_reruns() {
+        let (_dir, guests) = no_guests();
+        let trials = vec![
+            Trial::new(TrialKind::Case, "web", "s", "a", Arc::new(|_| Ok(()))),
+            Trial::new(TrialKind::Fault, "web", "s", "b", Arc::new(|_| Ok(()))),
+        ];
+        let options = RunOptions {
+            retries: 2,
+            ..RunOptions::default()
+        };
+        let report = run(&trials, &guests, &options, Arc::new(Discard));
+        // Each: its first guest, then two fresh ones.
+        assert_eq!(guests.boots.load(Ordering::SeqCst), 6);
+        for record in &report.records {
+            assert_eq!(
+                record.outcome.red(),
+                Some(crate::outcome::Red::HarnessError),
+                "{record:?}"
+            );
+            assert_eq!(record.reruns.len(), 2, "{record:?}");
+            assert!(!record.is_flaky());
+            assert!(
+                record.reruns[1].outcome.message().unwrap().contains("vm-rerun2-web-"),
+                "{record:?}"
+            );
+        }
+        assert_eq!((report.passed(), report.flaky(), report.reds()), (0, 0, 2));
     }
-}
 
-fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
-    panic
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-        .unwrap_or_else(|| "a panic without a message".into())
+    #[test]
+    fn without_retries_a_red_trial_runs_once() {
+        let (_dir, guests) = no_guests();
+        let trials = vec![Trial::new(TrialKind::Fault, "web", "s", "b", Arc::new(|_| Ok(())))];
+        let report = run(&trials, &guests, &RunOptions::default(), Arc::new(Discard));
+        assert_eq!(guests.boots.load(Ordering::SeqCst), 1);
+        assert!(report.records[0].reruns.is_empty());
+    }
 }

@@ -6,11 +6,11 @@
 
 use std::time::Duration;
 
-use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
+use std::path::PathBuf;
+
 use serde::Serialize;
 
 use super::trial::TrialKind;
-use super::xml_text::{self, MAX_MESSAGE, MAX_SYSTEM_OUT};
 use crate::facts::{seconds, GuestReport};
 use crate::outcome::{Outcome, Red};
 
@@ -36,6 +36,41 @@ pub struct TrialRecord {
     pub duration: Duration,
     /// Its step log, one line per step that ended.
     pub steps: Vec<String>,
+    /// With `--retries`: the other attempts, each on a fresh guest. When a
+    /// rerun passed, the red attempts before it (the trial is *flaky*, its
+    /// outcome passed); when every attempt was red, those after the first
+    /// (its outcome is the first's).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub reruns: Vec<Rerun>,
+    /// Files kept from a red attempt's guest (journals, serial log), as JUnit links them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<PathBuf>,
+}
+
+impl TrialRecord {
+    /// Passed, but only on a rerun: some attempt before was red.
+    pub fn is_flaky(&self) -> bool {
+        self.outcome == Outcome::Passed && !self.reruns.is_empty()
+    }
+
+    /// `flaky` for a flaky trial, else its outcome's label.
+    pub fn label(&self) -> &'static str {
+        if self.is_flaky() {
+            "flaky"
+        } else {
+            self.outcome.label()
+        }
+    }
+}
+
+/// One more attempt of a trial (`--retries`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Rerun {
+    /// How it ended (always red for a flaky trial's).
+    pub outcome: Outcome,
+    /// How long it took, its guest's boot included.
+    #[serde(serialize_with = "seconds")]
+    pub duration: Duration,
 }
 
 /// A whole run.
@@ -55,9 +90,17 @@ pub struct RunReport {
 }
 
 impl RunReport {
-    /// Trials that passed.
+    /// Trials that passed on their first attempt.
     pub fn passed(&self) -> usize {
-        self.count(|o| matches!(o, Outcome::Passed))
+        self.records
+            .iter()
+            .filter(|r| r.outcome == Outcome::Passed && !r.is_flaky())
+            .count()
+    }
+
+    /// Trials that passed only on a rerun (`--retries`).
+    pub fn flaky(&self) -> usize {
+        self.records.iter().filter(|r| r.is_flaky()).count()
     }
 
     /// Trials ignored.
@@ -92,7 +135,7 @@ impl RunReport {
             rows.push([
                 case,
                 r.profile.clone(),
-                r.outcome.label().into(),
+                r.label().into(),
                 format!("{:.1} s", r.duration.as_secs_f64()),
             ]);
         }
@@ -127,8 +170,12 @@ impl RunReport {
         for g in &self.guests {
             out.push_str(&guest_line(g));
         }
+        let flaky = match self.flaky() {
+            0 => String::new(),
+            n => format!(", {n} flaky (passed only on a rerun)"),
+        };
         out.push_str(&format!(
-            "{} passed, {} failed, {} harness errors, {} timed out, {} ignored in {:.1} s\n",
+            "{} passed{flaky}, {} failed, {} harness errors, {} timed out, {} ignored in {:.1} s\n",
             self.passed(),
             self.red(Red::Failed),
             self.red(Red::HarnessError),
@@ -143,95 +190,29 @@ impl RunReport {
         }
         for r in &self.records {
             if let (Some(red), Some(message)) = (r.outcome.red(), r.outcome.message()) {
-                out.push_str(&format!("{} {}: {}\n", red.label(), r.name, first_line(message)));
+                let reruns = match r.reruns.len() {
+                    0 => String::new(),
+                    n => format!(" (and on {n} rerun(s))"),
+                };
+                out.push_str(&format!(
+                    "{} {}{reruns}: {}\n",
+                    red.label(),
+                    r.name,
+                    first_line(message)
+                ));
+            }
+            if r.is_flaky() {
+                let first = r.reruns[0].outcome.message().unwrap_or("");
+                out.push_str(&format!(
+                    "flaky {}: passed on rerun {} after: {}\n",
+                    r.name,
+                    r.reruns.len(),
+                    first_line(first)
+                ));
             }
         }
         out
     }
-
-    /// The JUnit XML that GitLab and Jenkins read: one `testsuite` per group
-    /// (fault tests in `fault::GROUP`), one `testcase` per trial, with real
-    /// durations; a red trial's first line as its message, and its step log
-    /// and diagnostics in `system-out` (cut in the middle past 256 KiB). Text
-    /// is made valid XML 1.0 with tabs and line breaks kept (the `xml_text` module).
-    pub fn junit(&self) -> String {
-        let mut report = Report::new("rave-harness");
-        report.set_time(self.duration);
-        let mut suites: Vec<(String, TestSuite)> = Vec::new();
-        for r in &self.records {
-            let suite_name = match r.kind {
-                TrialKind::Case => r.profile.clone(),
-                TrialKind::Fault => format!("fault::{}", r.profile),
-            };
-            let index = match suites.iter().position(|(n, _)| *n == suite_name) {
-                Some(i) => i,
-                None => {
-                    suites.push((suite_name.clone(), TestSuite::new(suite_name.clone())));
-                    suites.len() - 1
-                }
-            };
-            let status = match &r.outcome {
-                Outcome::Passed => TestCaseStatus::success(),
-                Outcome::Ignored { reason } => {
-                    let mut status = TestCaseStatus::skipped();
-                    status.set_message(xml_text::prepare(&first_line(reason), MAX_MESSAGE));
-                    status
-                }
-                red => {
-                    let kind = match red.red() {
-                        Some(Red::Failed) => NonSuccessKind::Failure,
-                        _ => NonSuccessKind::Error,
-                    };
-                    let mut status = TestCaseStatus::non_success(kind);
-                    status.set_message(xml_text::prepare(&first_line(red.message().unwrap_or("")), MAX_MESSAGE));
-                    status.set_type(red.red().map_or("?", Red::words));
-                    status
-                }
-            };
-            let mut case = TestCase::new(format!("{}::{}", r.suite, r.case), status);
-            case.set_classname(format!("{suite_name}.{}", r.suite));
-            case.set_time(r.duration);
-            let mut out = String::new();
-            for step in &r.steps {
-                out.push_str(step);
-                out.push('\n');
-            }
-            if let Some(message) = r.outcome.message() {
-                out.push_str(message);
-            }
-            if !out.trim().is_empty() {
-                case.set_system_out(xml_text::prepare(out.trim_end(), MAX_SYSTEM_OUT));
-            }
-            suites[index].1.add_test_case(case);
-        }
-        for (_, mut suite) in suites {
-            let time: Duration = suite.test_cases.iter().filter_map(|c| c.time).sum();
-            suite.set_time(time);
-            report.add_test_suite(suite);
-        }
-        let xml = report
-            .to_string()
-            .unwrap_or_else(|e| format!("<!-- could not render JUnit: {e} -->"));
-        xml_text::finish(&without_testsuites_skipped(xml))
-    }
-}
-
-/// Jenkins' junit-10.xsd allows `skipped` on `testsuite` but not on
-/// `testsuites`, where quick-junit always writes it: drop it from that one tag.
-fn without_testsuites_skipped(xml: String) -> String {
-    let Some(start) = xml.find("<testsuites ") else {
-        return xml;
-    };
-    let end = xml[start..].find('>').map_or(xml.len(), |e| start + e);
-    let tag = &xml[start..end];
-    let Some(attr) = tag.find(" skipped=\"") else {
-        return xml;
-    };
-    let value_start = start + attr + " skipped=\"".len();
-    let Some(value_len) = xml[value_start..end].find('"') else {
-        return xml;
-    };
-    format!("{}{}", &xml[..start + attr], &xml[value_start + value_len + 1..])
 }
 
 fn guest_line(g: &GuestReport) -> String {
@@ -271,7 +252,7 @@ fn mib(bytes: Option<u64>) -> String {
     }
 }
 
-fn first_line(text: &str) -> String {
+pub(super) fn first_line(text: &str) -> String {
     text.lines()
         .find(|l| !l.trim().is_empty())
         .unwrap_or("")
@@ -296,6 +277,8 @@ pub(crate) mod tests {
             outcome,
             duration: Duration::from_millis(ms),
             steps: Vec::new(),
+            reruns: Vec::new(),
+            attachments: Vec::new(),
         };
         let mut failed = record(
             "http_health",
@@ -404,9 +387,14 @@ pub(crate) mod tests {
         assert!(xml.contains("\n&#9;&#9;tcp dport 22 accept\n&#9;}"), "{xml}");
         assert!(!xml.contains("[31m") && !xml.contains('\u{1b}'), "{xml}");
         assert!(!xml.contains('\u{FFFE}') && !xml.contains('\u{FFFF}') && !xml.contains('\u{7}'));
+        validate(&xml);
+    }
+
+    /// Writes `xml` and validates it with `scripts/validate-junit`.
+    fn validate(xml: &str) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("junit.xml");
-        std::fs::write(&path, &xml).unwrap();
+        std::fs::write(&path, xml).unwrap();
         let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/validate-junit");
         let out = std::process::Command::new(&script)
             .arg(&path)
@@ -414,10 +402,48 @@ pub(crate) mod tests {
             .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
         assert!(
             out.status.success(),
-            "the JUnit does not validate against junit-10.xsd: {}{}",
+            "the JUnit does not validate: {}{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+
+    #[test]
+    fn flaky_and_rerun_trials_and_attachments_in_junit_and_the_summary() {
+        let mut run = sample();
+        let rerun = |message: &str| Rerun {
+            outcome: Outcome::TimedOut {
+                message: message.into(),
+            },
+            duration: Duration::from_secs(40),
+        };
+        // The pass: flaky, red once before.
+        run.records[0].reruns = vec![rerun("timed out after 60 s waiting for nginx.service\tactivating")];
+        run.records[0].attachments = vec!["artifacts/attachments/p0__x/serial.log".into()];
+        // The failure: red on its rerun too.
+        run.records[1].reruns = vec![rerun("again <&>")];
+        run.records[1].attachments = vec![
+            "artifacts/attachments/p0__y/serial.log".into(),
+            "artifacts/attachments/p0__y/journal-nginx.service.txt".into(),
+        ];
+        assert_eq!((run.passed(), run.flaky(), run.reds()), (1, 1, 3));
+        let summary = run.summary();
+        assert!(summary.contains("1 passed, 1 flaky"), "{summary}");
+        assert!(
+            summary.contains("flaky p0::systemd_services::nginx: passed on rerun 1 after: timed out"),
+            "{summary}"
+        );
+        assert!(
+            summary.contains("FAILED p0::http_health::webhook_security (and on 1 rerun(s))"),
+            "{summary}"
+        );
+        let xml = run.junit();
+        assert!(xml.contains("<flakyError"), "{xml}");
+        assert!(xml.contains("<rerunError"), "{xml}");
+        let journal = xml.find("[[ATTACHMENT|artifacts/attachments/p0__y/journal-nginx.service.txt]]");
+        let serial = xml.find("[[ATTACHMENT|artifacts/attachments/p0__y/serial.log]]");
+        assert!(journal.is_some() && journal < serial, "the journal first: {xml}");
+        validate(&xml);
     }
 
     #[test]
