@@ -3,9 +3,11 @@
 //! case's fault test on the first of its profiles selected), as the core
 //! runner's trials, and how they are scheduled.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use rave::image_store::{ImageSpec, ImageStore};
 use rave::{Profile, Settings};
 use rave_harness::host::HostResources;
 use rave_harness::runner::events::{Event, EventSink};
@@ -56,6 +58,40 @@ pub fn trials(profiles: &[Profile], faults: bool) -> Vec<Trial> {
                     .needing(case.components),
                 );
             }
+        }
+    }
+    out
+}
+
+/// The trials known to be ignored before anything is built or booted, by
+/// name, with why: those of a profile the flavor cannot build, and, where
+/// the image is built already, those needing a component its manifest lists
+/// as absent. A profile whose image is not built yet says nothing (its
+/// trials are judged when it is). Nothing is built, booted or swept: this is
+/// what `cargo test -- --list` (and so `cargo nextest list`) marks ignored.
+pub fn known_ignored(trials: &[Trial], settings: &Settings) -> BTreeMap<String, String> {
+    let store = ImageStore::new(settings);
+    let mut images: BTreeMap<String, Result<Option<rave_harness::Image>, String>> = BTreeMap::new();
+    let mut out = BTreeMap::new();
+    for trial in trials {
+        let Ok(profile) = trial.group.parse::<Profile>() else {
+            continue;
+        };
+        let image = images.entry(trial.group.clone()).or_insert_with(|| {
+            let spec = ImageSpec {
+                flavor: settings.flavor,
+                profile,
+                safe_mode: settings.safe_mode,
+            };
+            store.buildable(spec).map(|()| store.find(spec).ok().flatten())
+        });
+        let reason = match image {
+            Err(why) => Some(why.clone()),
+            Ok(Some(image)) => trial.needs.iter().find_map(|c| image.manifest.unit(c).err()),
+            Ok(None) => None,
+        };
+        if let Some(reason) = reason.or_else(|| trial.ignored.clone()) {
+            out.insert(trial.name.clone(), reason);
         }
     }
     out

@@ -302,7 +302,7 @@ mod tests {
         assert!(Durations::parse("{}").unwrap_err().contains("seconds"));
         assert!(Durations::from_events("nope").unwrap_err().starts_with("line 1"));
         assert!(
-            Durations::committed().len() > 0,
+            !Durations::committed().is_empty(),
             "suites/durations.json is empty or unreadable"
         );
     }

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # What a pipeline's test stage runs: doctor, build, run with JUnit and JSON
 # into an artifacts folder, then validate the JUnit file against the XSD.
-#   scripts/ci-test-stage.sh [--artifacts DIR] [rave-harness run options...]
-# e.g. scripts/ci-test-stage.sh --artifacts artifacts --profile p0 --faults
-# Artifacts: junit.xml, events.jsonl, summary.txt, doctor.txt.
+#   scripts/stage/test.sh [--artifacts DIR] [rave-harness run options...]
+# e.g. scripts/stage/test.sh --artifacts artifacts --profile p0 --faults
+# Artifacts: junit.xml, events.jsonl, summary.txt, doctor.txt, and attachments/
+# (each red trial's journals and serial log, linked from the JUnit).
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
-. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+. "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 cd "$repo"
 
 artifacts=artifacts
@@ -39,8 +40,8 @@ step "run"
 status=0
 "$harness" run --junit "$artifacts/junit.xml" --json "$artifacts/events.jsonl" "$@" >"$artifacts/summary.txt" &
 harness_pid=$!
-trap 'kill -TERM "$harness_pid" 2>/dev/null || echo "ci-test-stage: the harness had already ended" >&2' TERM
-trap 'kill -INT "$harness_pid" 2>/dev/null || echo "ci-test-stage: the harness had already ended" >&2' INT
+trap 'kill -TERM "$harness_pid" 2>/dev/null || echo "stage/test.sh: the harness had already ended" >&2' TERM
+trap 'kill -INT "$harness_pid" 2>/dev/null || echo "stage/test.sh: the harness had already ended" >&2' INT
 wait "$harness_pid" || status=$?
 if [ "$status" -gt 128 ]; then
   # `wait` returns early when a trapped signal arrives: wait for the harness
@@ -53,7 +54,7 @@ cat "$artifacts/summary.txt"
 
 step "validate the JUnit report"
 if [ ! -s "$artifacts/junit.xml" ]; then
-  echo "ci-test-stage: the harness wrote no JUnit report ($artifacts/junit.xml)" >&2
+  echo "stage/test.sh: the harness wrote no JUnit report ($artifacts/junit.xml)" >&2
   [ "$status" -ne 0 ] || status=1
 elif ! scripts/validate-junit "$artifacts/junit.xml"; then
   # An invalid report fails the stage; a red run keeps its own status.
