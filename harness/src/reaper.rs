@@ -247,7 +247,7 @@ pub fn clean_up_on_signals() -> nix::Result<()> {
             // A second signal: no report, exit now (QEMU dies with the harness).
             // One that comes within REPEAT_WINDOW of the first is the same stop
             // delivered twice (to the process group, and passed on by a wrapper
-            // such as scripts/ci-test-stage.sh), not a person insisting.
+            // such as scripts/stage/test.sh), not a person insisting.
             let first = std::time::Instant::now();
             while let Ok(again) = signals.wait() {
                 if first.elapsed() < REPEAT_WINDOW {

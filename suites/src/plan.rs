@@ -145,7 +145,7 @@ impl EventSink for PlainProgress {
             },
             Event::CaseFinished(record) => eprintln!(
                 "{:<7} {} ({:.1} s)",
-                record.outcome.label(),
+                record.label(),
                 record.name,
                 record.duration.as_secs_f64()
             ),

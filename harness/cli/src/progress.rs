@@ -81,7 +81,7 @@ impl EventSink for Progress {
                 self.finished.fetch_add(1, Ordering::SeqCst);
                 self.line(format!(
                     "{:<7} {} ({:.1} s)",
-                    record.outcome.label(),
+                    record.label(),
                     record.name,
                     record.duration.as_secs_f64()
                 ));

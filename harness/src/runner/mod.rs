@@ -209,13 +209,16 @@ pub fn run(trials: &[Trial], guests: &dyn Guests, options: &RunOptions, events: 
         }
     }
     let done = Mutex::new(done);
+    let to_rerun: Mutex<HashMap<usize, Attempt>> = Mutex::new(HashMap::new());
     schedule::run_lanes(
         schedule::lanes(trials, &runnable),
         options.cases_at_once,
         options.guests_at_once,
-        |index| {
-            let record = run.trial(&trials[index]);
-            done.lock().unwrap_or_else(|p| p.into_inner())[index] = Some(record);
+        |index| match run.trial(&trials[index]) {
+            FirstPass::Finished(record) => done.lock().unwrap_or_else(|p| p.into_inner())[index] = Some(record),
+            FirstPass::ToRerun(first) => {
+                to_rerun.lock().unwrap_or_else(|p| p.into_inner()).insert(index, first);
+            }
         },
     );
     // Anything still up (a group whose last case panicked before its release) goes down now.
@@ -229,6 +232,24 @@ pub fn run(trials: &[Trial], guests: &dyn Guests, options: &RunOptions, events: 
     for group in groups {
         run.release_group(&group, true);
     }
+    // Reruns after the first pass, each on a fresh guest, as many at once as
+    // guests may run: the shared guests are down by now.
+    let to_rerun = to_rerun.into_inner().unwrap_or_else(|p| p.into_inner());
+    let mut reruns: Vec<usize> = to_rerun.keys().copied().collect();
+    reruns.sort_unstable();
+    let to_rerun = Mutex::new(to_rerun);
+    schedule::run_lanes(
+        reruns.into_iter().map(|index| vec![index]).collect(),
+        1,
+        options.guests_at_once,
+        |index| {
+            let first = to_rerun.lock().unwrap_or_else(|p| p.into_inner()).remove(&index);
+            if let Some(first) = first {
+                let record = run.rerun(&trials[index], first);
+                done.lock().unwrap_or_else(|p| p.into_inner())[index] = Some(record);
+            }
+        },
+    );
     let report = RunReport {
         records: done
             .into_inner()
@@ -242,6 +263,14 @@ pub fn run(trials: &[Trial], guests: &dyn Guests, options: &RunOptions, events: 
     };
     events.event(&Event::RunFinished(report.clone()));
     report
+}
+
+/// A trial after its first attempt.
+enum FirstPass {
+    /// Judged.
+    Finished(TrialRecord),
+    /// Red, with reruns to go after the first pass.
+    ToRerun(Attempt),
 }
 
 /// One group's shared guest.
@@ -350,17 +379,18 @@ impl Run<'_> {
         record
     }
 
-    /// Runs one trial on its guest and says how it ended. Once the run is
-    /// stopping ([`crate::reaper::stopping`]) a trial is not started, and one
-    /// that was running and did not pass says it was cut short.
-    fn trial(&self, trial: &Trial) -> TrialRecord {
+    /// Runs one trial on its guest and says how it ended, or, red with
+    /// reruns to go, hands its first attempt on to [`Run::rerun`]. Once the
+    /// run is stopping ([`crate::reaper::stopping`]) a trial is not started,
+    /// and one that was running and did not pass says it was cut short.
+    fn trial(&self, trial: &Trial) -> FirstPass {
         if let Some(stop) = crate::reaper::stopping() {
-            return self.record_now(
+            return FirstPass::Finished(self.record_now(
                 trial,
                 Outcome::Ignored {
                     reason: format!("{}: not started", stop.reason),
                 },
-            );
+            ));
         }
         let started = Instant::now();
         self.started(trial);
@@ -395,8 +425,19 @@ impl Run<'_> {
         };
         let mut first = first;
         first.duration = started.elapsed();
+        if first.outcome.red().is_some() && self.options.retries > 0 && crate::reaper::stopping().is_none() {
+            return FirstPass::ToRerun(first);
+        }
+        let duration = first.duration;
+        FirstPass::Finished(self.finished(trial, first, Vec::new(), duration))
+    }
+
+    /// Runs a red trial again on fresh guests, up to [`RunOptions::retries`]
+    /// times or until an attempt passes, and says how it ended. Its duration
+    /// is the first attempt's; each rerun keeps its own.
+    fn rerun(&self, trial: &Trial, first: Attempt) -> TrialRecord {
         let mut reruns: Vec<Attempt> = Vec::new();
-        let mut last_red = first.outcome.red().is_some();
+        let mut last_red = true;
         while last_red && reruns.len() < self.options.retries && crate::reaper::stopping().is_none() {
             let n = reruns.len() + 1;
             let name = format!(
@@ -411,7 +452,8 @@ impl Run<'_> {
             last_red = attempt.outcome.red().is_some();
             reruns.push(attempt);
         }
-        self.finished(trial, first, reruns, started.elapsed())
+        let duration = first.duration;
+        self.finished(trial, first, reruns, duration)
     }
 
     /// Runs `trial` on a fresh guest named `name`, which goes down after

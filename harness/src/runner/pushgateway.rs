@@ -45,10 +45,10 @@ pub fn render(run: &RunReport) -> String {
         .collect();
     family(
         "rave_case_passed",
-        "1 when the case proved its claim, 0 when it was red (failed, harness error or timed out).",
+        "1 when the case proved its claim on its first attempt, 0 when it was red (failed, harness error or timed out) or passed only on a rerun (flaky).",
         "gauge",
         ran.iter()
-            .map(|r| (case_labels(r), f64::from(u8::from(r.outcome == Outcome::Passed))))
+            .map(|r| (case_labels(r), f64::from(u8::from(r.outcome == Outcome::Passed && !r.is_flaky()))))
             .collect(),
     );
     family(
@@ -103,6 +103,7 @@ pub fn render(run: &RunReport) -> String {
         "gauge",
         vec![
             ("result=\"passed\"".into(), run.passed() as f64),
+            ("result=\"flaky\"".into(), run.flaky() as f64),
             ("result=\"failed\"".into(), run.red(Red::Failed) as f64),
             ("result=\"harness_error\"".into(), run.red(Red::HarnessError) as f64),
             ("result=\"timed_out\"".into(), run.red(Red::TimedOut) as f64),

@@ -31,7 +31,8 @@ pub struct TrialRecord {
     pub kind: TrialKind,
     /// How it ended.
     pub outcome: Outcome,
-    /// How long it took (the boot of a fault test's guest included).
+    /// How long its first attempt took (the boot of a fault test's guest
+    /// included); each rerun's is in `reruns`.
     #[serde(serialize_with = "seconds")]
     pub duration: Duration,
     /// Its step log, one line per step that ended.
