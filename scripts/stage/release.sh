@@ -3,8 +3,9 @@
 # into a folder, with a manifest of what is there (name, size, sha256, the
 # commit) as JSON and as SHA256SUMS (`sha256sum -c SHA256SUMS` checks it).
 #   scripts/stage/release.sh [--out DIR]     (default: release/)
-# Image files are hard-linked from the image cache when it is on the same
-# file system, else copied. An image's age identity (the key its secrets are
+# Image files are copied from the image cache (a reflink where the file
+# system has them; never a hard link, through which a released disk booted
+# by hand would write the cached base image). An image's age identity (the key its secrets are
 # decrypted with, passed by fw_cfg at boot) is not released: the manifest
 # lists it as withheld.
 set -euo pipefail
@@ -32,9 +33,9 @@ cargo run --quiet -p rave-harness-cli -- images build --profile all
 step "release into $out (commit $commit$([ "$dirty" = false ] || echo ", with uncommitted changes"))"
 [ ! -e "$out" ] || [ -z "$(ls -A "$out")" ] || die "$out is not empty: give an empty or new folder (--out DIR)"
 mkdir -p "$out"
-place() { # place SOURCE NAME: a hard link, else a copy
+place() { # place SOURCE NAME: a copy (reflinked where the file system can)
   mkdir -p "$(dirname "$out/$2")"
-  ln "$1" "$out/$2" 2>/dev/null || cp "$1" "$out/$2"
+  cp --reflink=auto "$1" "$out/$2"
 }
 place "$CARGO_TARGET_DIR/release/rave-harness" rave-harness
 withheld=()

@@ -1,6 +1,7 @@
 //! Files kept from a red trial's guest, before it goes down: the journal of
 //! each unit that is failed or that the trial needs, and the serial console
-//! log. They go under the run's attachments folder, one folder per trial
+//! log when the console printed anything (a guest restored from a saved
+//! state shows only what came after its restore; the step log says so). They go under the run's attachments folder, one folder per trial
 //! (`p0__systemd_services__nginx/`, a rerun's in `rerun-N/` inside it), and
 //! JUnit links them as `[[ATTACHMENT|path]]` in the trial's `system-out`,
 //! the form GitLab (its first link) and Jenkins' attachments plugin read.
@@ -92,6 +93,9 @@ pub(super) fn keep(dir: &Path, trial: &Trial, rerun: usize, machine: &Machine) -
     }
     if let Some(serial) = machine.serial_log() {
         match std::fs::read(&serial) {
+            Ok(bytes) if bytes.is_empty() => kept.problems.push(
+                "attachments: no serial.log: the serial console printed nothing (a restored guest's shows only what came after its restore)".into(),
+            ),
             Ok(bytes) => write("serial.log", &bytes),
             Err(e) => kept
                 .problems
