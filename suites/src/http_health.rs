@@ -27,7 +27,6 @@ pub fn cases() -> Vec<Case> {
                 must_say: &["to be the vibe-kanban app", "Welcome to nginx"],
             },
             waits_long: false,
-            extra_faults: &[],
         },
         Case {
             suite: "http_health",
@@ -41,7 +40,6 @@ pub fn cases() -> Vec<Case> {
                 must_say: &["502"],
             },
             waits_long: false,
-            extra_faults: &[],
         },
         Case {
             suite: "http_health",
@@ -60,7 +58,6 @@ pub fn cases() -> Vec<Case> {
                 must_say: &["GET /ccr-ui/ to answer 200", "saw 404"],
             },
             waits_long: false,
-            extra_faults: &[],
         },
         Case {
             suite: "http_health",
@@ -74,7 +71,6 @@ pub fn cases() -> Vec<Case> {
                 must_say: &["header x-frame-options", "None"],
             },
             waits_long: false,
-            extra_faults: &[],
         },
     ]
 }
