@@ -1,6 +1,5 @@
 //! `rave-harness list`: the cases per profile and their fault tests.
 
-use std::io::Write;
 use std::path::Path;
 
 use rave::Profile;
@@ -22,13 +21,8 @@ pub fn list(profiles: &[Profile], shard: Option<(usize, usize)>, durations: Opti
             .collect();
         eprintln!("estimated seconds per shard (one guest at a time): {}", said.join(", "));
     }
-    // Into a pipe that closes early (`| head`): the reader has what it wanted.
-    let mut out = std::io::stdout().lock();
     for trial in trials {
-        match writeln!(out, "{}", trial.name) {
-            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(0),
-            other => other?,
-        }
+        println!("{}", trial.name);
     }
     Ok(0)
 }
