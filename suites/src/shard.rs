@@ -125,9 +125,11 @@ impl Durations {
 
     /// The seconds `name` is taken to cost: its figure, else the median.
     pub fn seconds(&self, name: &str) -> f64 {
-        if let Some(s) = self.seconds.get(name) {
-            return *s;
-        }
+        self.seconds.get(name).copied().unwrap_or_else(|| self.median())
+    }
+
+    /// The table's median figure ([`UNKNOWN_SECONDS`] in an empty table).
+    fn median(&self) -> f64 {
         let mut all: Vec<f64> = self.seconds.values().copied().collect();
         if all.is_empty() {
             return UNKNOWN_SECONDS;
@@ -147,7 +149,7 @@ struct Unit {
 /// `durations`; the trials keep their order. Every trial is in exactly one
 /// shard; a shard may be empty when there are fewer units than shards.
 pub fn shard(trials: Vec<Trial>, index: usize, count: usize, durations: &Durations) -> Vec<Trial> {
-    let assignment = deal(&trials, count.max(1), durations);
+    let (assignment, _) = deal(&trials, count.max(1), durations);
     trials
         .into_iter()
         .zip(assignment)
@@ -157,19 +159,13 @@ pub fn shard(trials: Vec<Trial>, index: usize, count: usize, durations: &Duratio
 }
 
 /// The estimated seconds of each of `count` shards, in order: what
-/// `--shard` balances, printed by `rave-harness list --shards N`.
+/// `--shard` balances, printed by `rave-harness list --shard I/N`.
 pub fn estimates(trials: &[Trial], count: usize, durations: &Durations) -> Vec<f64> {
-    let count = count.max(1);
-    let mut loads = vec![0.0; count];
-    for unit in units(trials, durations) {
-        let shard = deal(trials, count, durations)[unit.trials[0]];
-        loads[shard] += unit.cost;
-    }
-    loads
+    deal(trials, count.max(1), durations).1
 }
 
-/// The shard (0-based) of each trial.
-fn deal(trials: &[Trial], count: usize, durations: &Durations) -> Vec<usize> {
+/// The shard (0-based) of each trial, and each shard's estimated seconds.
+fn deal(trials: &[Trial], count: usize, durations: &Durations) -> (Vec<usize>, Vec<f64>) {
     let mut units = units(trials, durations);
     // Largest first; equal costs in the order of their first trial.
     units.sort_by(|a, b| b.cost.total_cmp(&a.cost).then(a.trials[0].cmp(&b.trials[0])));
@@ -184,7 +180,7 @@ fn deal(trials: &[Trial], count: usize, durations: &Durations) -> Vec<usize> {
             assignment[t] = shard;
         }
     }
-    assignment
+    (assignment, loads)
 }
 
 /// A group's (not ignored) cases as one unit, each fault test (and each
@@ -192,11 +188,12 @@ fn deal(trials: &[Trial], count: usize, durations: &Durations) -> Vec<usize> {
 fn units(trials: &[Trial], durations: &Durations) -> Vec<Unit> {
     let mut units: Vec<Unit> = Vec::new();
     let mut by_group: BTreeMap<&str, usize> = BTreeMap::new();
+    let median = durations.median();
     for (i, trial) in trials.iter().enumerate() {
         let cost = if trial.ignored.is_some() {
             0.0
         } else {
-            durations.seconds(&trial.name)
+            durations.seconds.get(&trial.name).copied().unwrap_or(median)
         };
         if trial.kind == TrialKind::Case && trial.ignored.is_none() {
             let unit = *by_group.entry(&trial.group).or_insert_with(|| {

@@ -28,12 +28,24 @@ fn guests(dir: &std::path::Path, states: &std::path::Path) -> OwnGuests {
     }
 }
 
-#[test]
-fn an_image_of_ones_own_runs_two_checks_of_its_own() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+/// This file's turn to boot, a folder for the image and the run's files, one
+/// for the saved states, and the guests (the folders live as long as they).
+fn fixture() -> (
+    std::sync::MutexGuard<'static, ()>,
+    tempfile::TempDir,
+    tempfile::TempDir,
+    OwnGuests,
+) {
+    let one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let states = tempfile::tempdir().unwrap();
     let guests = guests(dir.path(), states.path());
+    (one, dir, states, guests)
+}
+
+#[test]
+fn an_image_of_ones_own_runs_two_checks_of_its_own() {
+    let (_one, dir, _states, guests) = fixture();
     let events = dir.path().join("events.jsonl");
     let sinks = Fanout(vec![Arc::new(JsonLines::create(&events).unwrap())]);
     let options = RunOptions {
@@ -68,10 +80,7 @@ fn an_image_of_ones_own_runs_two_checks_of_its_own() {
 /// a check red every time stays red, its reruns said.
 #[test]
 fn a_check_red_then_green_is_flaky_and_its_red_guest_leaves_its_files() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let dir = tempfile::tempdir().unwrap();
-    let states = tempfile::tempdir().unwrap();
-    let guests = guests(dir.path(), states.path());
+    let (_one, dir, _states, guests) = fixture();
     let calls = Arc::new(AtomicUsize::new(0));
     let seen = Arc::clone(&calls);
     let trials = vec![

@@ -328,7 +328,7 @@ impl Run<'_> {
     /// Records a trial that did not run.
     fn record_now(&self, trial: &Trial, outcome: Outcome) -> TrialRecord {
         self.started(trial);
-        self.finished(trial, Attempt::new(outcome), Vec::new(), Duration::ZERO)
+        self.finished(trial, Attempt::new(outcome), Vec::new())
     }
 
     fn started(&self, trial: &Trial) {
@@ -339,8 +339,10 @@ impl Run<'_> {
         });
     }
 
-    /// The record of `trial`, judged by its first attempt and its reruns.
-    fn finished(&self, trial: &Trial, first: Attempt, reruns: Vec<Attempt>, duration: Duration) -> TrialRecord {
+    /// The record of `trial`, judged by its first attempt and its reruns;
+    /// its duration is the first attempt's.
+    fn finished(&self, trial: &Trial, first: Attempt, reruns: Vec<Attempt>) -> TrialRecord {
+        let duration = first.duration;
         let mut steps = self.steps.take(&trial.name);
         let mut attachments = Vec::new();
         let mut attempts: Vec<Attempt> = std::iter::once(first).chain(reruns).collect();
@@ -428,8 +430,7 @@ impl Run<'_> {
         if first.outcome.red().is_some() && self.options.retries > 0 && crate::reaper::stopping().is_none() {
             return FirstPass::ToRerun(first);
         }
-        let duration = first.duration;
-        FirstPass::Finished(self.finished(trial, first, Vec::new(), duration))
+        FirstPass::Finished(self.finished(trial, first, Vec::new()))
     }
 
     /// Runs a red trial again on fresh guests, up to [`RunOptions::retries`]
@@ -452,8 +453,7 @@ impl Run<'_> {
             last_red = attempt.outcome.red().is_some();
             reruns.push(attempt);
         }
-        let duration = first.duration;
-        self.finished(trial, first, reruns, duration)
+        self.finished(trial, first, reruns)
     }
 
     /// Runs `trial` on a fresh guest named `name`, which goes down after
