@@ -61,8 +61,9 @@ deps=$(for p in $packages; do printf '"%s":"%s",' "${p%@*}" "${p##*@}"; done)
 printf '{"name":"rave-image-npm","version":"0.0.0","private":true,"dependencies":{%s}}\n' "${deps%,}" >"$tmp/package.json"
 echo "packages: $packages"
 if ! (cd "$tmp" && timeout 300 npm install --package-lock-only --ignore-scripts --no-fund --no-audit --silent) 2>"$tmp/install.err"; then
-  skipped+=("npm audit: the packages' lock could not be resolved from the registry: $(tail -1 "$tmp/install.err")")
-  echo "skipped: ${skipped[-1]}"
+  # Without the lock nothing can be audited: a failure to check, not a skip.
+  cat "$tmp/install.err" >&2
+  failed+=("npm audit: the packages' lock could not be resolved from the registry (see above), so nothing was audited")
 else
   # npm audit exits non-zero on any finding and on a refused request alike: the verdict reads its report.
   audit_status=0

@@ -74,11 +74,20 @@ impl Durations {
     /// (`rave-harness run --json`); trials that did not run (ignored) are
     /// left out, a trial seen twice keeps its last figure.
     ///
-    /// Errors: a line that is not JSON (with its number).
+    /// Errors: a line that is not JSON, or a duration that is not a number
+    /// of seconds (with its line's number); a durations table instead of events.
     pub fn from_events(lines: &str) -> Result<Self, String> {
         let mut seconds = BTreeMap::new();
         for (n, line) in lines.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-            let event: Value = serde_json::from_str(line).map_err(|e| format!("line {}: not JSON: {e}", n + 1))?;
+            let event: Value = match serde_json::from_str(line) {
+                Ok(event) => event,
+                Err(e) if n == 0 && Self::parse(lines).is_ok() => {
+                    return Err(format!(
+                        "a durations table, not a run's events (give a table with --merge): {e}"
+                    ))
+                }
+                Err(e) => return Err(format!("line {}: not JSON: {e}", n + 1)),
+            };
             if event.get("event").and_then(Value::as_str) != Some("case_finished") {
                 continue;
             }
@@ -91,6 +100,12 @@ impl Durations {
                 event.get("case").and_then(Value::as_str),
                 event.get("duration").and_then(Value::as_f64),
             ) {
+                if !s.is_finite() || s < 0.0 {
+                    return Err(format!(
+                        "line {}: {name}'s duration {s} is not a number of seconds",
+                        n + 1
+                    ));
+                }
                 seconds.insert(name.to_string(), s);
             }
         }
@@ -111,6 +126,11 @@ impl Durations {
             .collect();
         let value = serde_json::json!({ "source": source, "seconds": rounded });
         serde_json::to_string_pretty(&value).unwrap_or_default() + "\n"
+    }
+
+    /// How many of `trials` the table has a figure for.
+    pub fn known(&self, trials: &[Trial]) -> usize {
+        trials.iter().filter(|t| self.seconds.contains_key(&t.name)).count()
     }
 
     /// How many trials the table holds.
@@ -298,6 +318,11 @@ mod tests {
         assert_eq!(back.seconds("unknown"), 12.3, "the median stands in");
         assert!(Durations::parse("{}").unwrap_err().contains("seconds"));
         assert!(Durations::from_events("nope").unwrap_err().starts_with("line 1"));
+        let negative = r#"{"event":"case_finished","case":"p0::s::a","outcome":{"result":"passed"},"duration":-5}"#;
+        assert!(Durations::from_events(negative)
+            .unwrap_err()
+            .contains("not a number of seconds"));
+        assert!(Durations::from_events(&d.to_json("x")).unwrap_err().contains("--merge"));
         assert!(
             !Durations::committed().is_empty(),
             "suites/durations.json is empty or unreadable"

@@ -1,5 +1,6 @@
 //! `rave-harness list`: the cases per profile and their fault tests.
 
+use std::io::Write;
 use std::path::Path;
 
 use rave::Profile;
@@ -21,8 +22,13 @@ pub fn list(profiles: &[Profile], shard: Option<(usize, usize)>, durations: Opti
             .collect();
         eprintln!("estimated seconds per shard (one guest at a time): {}", said.join(", "));
     }
+    // Into a pipe that closes early (`| head`): the reader has what it wanted.
+    let mut out = std::io::stdout().lock();
     for trial in trials {
-        println!("{}", trial.name);
+        match writeln!(out, "{}", trial.name) {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(0),
+            other => other?,
+        }
     }
     Ok(0)
 }

@@ -124,6 +124,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     }
     if let Some((index, count)) = args.shard {
         let durations = durations(args.durations.as_deref())?;
+        let known = durations.known(&trials);
+        if known < trials.len() {
+            eprintln!(
+                "rave-harness: the durations table has no figure for {} of the {} trials selected: they count as its median",
+                trials.len() - known,
+                trials.len()
+            );
+        }
         let before = trials.len();
         trials = shard::shard(trials, index, count, &durations);
         if trials.is_empty() && before > 0 {
@@ -132,6 +140,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     }
     if trials.is_empty() {
         bail!("no trial matches (see rave-harness list)");
+    }
+    // Found now, not after the run: a report that cannot be written.
+    if let Some(path) = &args.junit {
+        std::fs::File::create(path).with_context(|| format!("--junit {}: cannot write there", path.display()))?;
     }
     let progress = Arc::new(Progress::new());
     let mut sinks: Vec<Arc<dyn EventSink>> = vec![progress.clone()];
