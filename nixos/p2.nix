@@ -1,12 +1,15 @@
 # P2 = P1 plus observability (shared/spec/images.md): Prometheus on
 # 127.0.0.1:9090 with the shared scrape configuration and alert rules,
-# node exporter on 127.0.0.1:9100, pushgateway on 127.0.0.1:9091, Grafana
+# node exporter on 127.0.0.1:9100, pushgateway on 127.0.0.1:9091, nginx's
+# stub_status on 127.0.0.1:8080 read by the nginx exporter (127.0.0.1:9113),
+# the PostgreSQL exporter (127.0.0.1:9187) as a role of its own that may
+# only read statistics (pg_monitor, peer authentication), Grafana
 # with the Prometheus datasource and the three shared dashboards. SAFE mode
 # sets retention, scrape interval and the MemoryMax of Prometheus and Grafana
 # (nixos/safe-mode.nix through rave.safeModeValues).
 #
 # The shared files are used from the repository by path, never copied:
-# images/observability/{prometheus.yml.in,alert-rules.yml,dashboards/}.
+# images/observability/{prometheus.yml.in,alert-rules.yml,nginx-status.conf,dashboards/}.
 {
   config,
   lib,
@@ -60,8 +63,53 @@ in
       enable = true;
       web.listen-address = "127.0.0.1:9091";
     };
+
+    # Reads the stub_status of images/observability/nginx-status.conf.
+    exporters.nginx = {
+      enable = true;
+      listenAddress = "127.0.0.1";
+      port = 9113;
+      scrapeUri = "http://127.0.0.1:8080/stub_status";
+    };
+
+    # As the OS user postgres-exporter, which peer authentication maps to the
+    # role of that name (below), not as the postgres superuser.
+    exporters.postgres = {
+      enable = true;
+      listenAddress = "127.0.0.1";
+      port = 9187;
+      runAsLocalSuperUser = false;
+      dataSourceName = "user=postgres-exporter host=/run/postgresql dbname=postgres sslmode=disable";
+    };
   };
   systemd.services.prometheus.serviceConfig.MemoryMax = v.prometheusMemoryMax;
+
+  services.nginx.appendHttpConfig = builtins.readFile (observability + "/nginx-status.conf");
+
+  services.postgresql.ensureUsers = [ { name = "postgres-exporter"; } ];
+  # The exporter's role may read the statistics (pg_monitor) and nothing more.
+  systemd.services.rave-postgres-exporter-role = {
+    description = "Grant pg_monitor to the PostgreSQL exporter's role";
+    wantedBy = [ "multi-user.target" ];
+    requires = [ "postgresql.service" ];
+    after = [
+      "postgresql.service"
+      "postgresql-setup.service"
+    ];
+    before = [ "prometheus-postgres-exporter.service" ];
+    serviceConfig = {
+      Type = "oneshot";
+      RemainAfterExit = true;
+      User = "postgres";
+    };
+    script = ''
+      ${config.services.postgresql.package}/bin/psql -v ON_ERROR_STOP=1 -d postgres -c 'GRANT pg_monitor TO "postgres-exporter"'
+    '';
+  };
+  systemd.services.prometheus-postgres-exporter = {
+    requires = [ "rave-postgres-exporter-role.service" ];
+    after = [ "rave-postgres-exporter-role.service" ];
+  };
 
   services.grafana.provision = {
     enable = true;
@@ -99,6 +147,8 @@ in
       prometheus = "prometheus.service";
       node-exporter = "prometheus-node-exporter.service";
       pushgateway = "pushgateway.service";
+      nginx-exporter = "prometheus-nginx-exporter.service";
+      postgres-exporter = "prometheus-postgres-exporter.service";
     };
     limits.prometheus = v.prometheusMemoryMax;
   };

@@ -61,7 +61,8 @@ printf 'virtio_pci\nvirtio_blk\nvirtio_net\next4\n' >"$root/etc/initramfs-tools/
 in_root update-initramfs -u -k all >/dev/null
 
 # The services of the upper layers start only where a layer enables them.
-for unit in nginx.service prometheus.service prometheus-node-exporter.service prometheus-pushgateway.service nftables.service; do
+for unit in nginx.service prometheus.service prometheus-node-exporter.service prometheus-pushgateway.service \
+  prometheus-nginx-exporter.service prometheus-postgres-exporter.service nftables.service; do
   in_root systemctl disable "$unit" >/dev/null 2>&1
 done
 # Debian's node exporter textfile collectors, if they came along, are not part of the contract.

@@ -194,7 +194,9 @@ if [ "$profile" = p2 ]; then
   components="$components"',
     "prometheus": { "unit": "prometheus.service" },
     "node-exporter": { "unit": "prometheus-node-exporter.service" },
-    "pushgateway": { "unit": "prometheus-pushgateway.service" }'
+    "pushgateway": { "unit": "prometheus-pushgateway.service" },
+    "nginx-exporter": { "unit": "prometheus-nginx-exporter.service" },
+    "postgres-exporter": { "unit": "prometheus-postgres-exporter.service" }'
   limits="$limits"', "prometheus": "'"$RAVE_PROMETHEUS_MEMORY_MAX"'"'
 fi
 cat >"$out/manifest.json" <<JSON

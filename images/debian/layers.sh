@@ -22,12 +22,10 @@ layer_p0() {
   # user webhook is role webhook). Single-user mode needs no running server;
   # exit_on_error makes a failed statement fail the build.
   local pg_version
-  pg_version=$(find "$root/etc/postgresql" -mindepth 1 -maxdepth 1 -printf '%f\n' | sort -n | tail -n 1)
+  pg_version=$(pg_version "$root")
   sed "s/@PG_VERSION@/$pg_version/g" "$files/postgresql-cluster.service" \
     >"$root/etc/systemd/system/postgresql@$pg_version-main.service"
-  printf 'CREATE ROLE webhook LOGIN;\nCREATE DATABASE webhook OWNER webhook;\n' |
-    in_root runuser -u postgres -- "/usr/lib/postgresql/$pg_version/bin/postgres" --single \
-      -D "/etc/postgresql/$pg_version/main" -c exit_on_error=on -c log_checkpoints=off -c dynamic_shared_memory_type=mmap postgres >/dev/null
+  printf 'CREATE ROLE webhook LOGIN;\nCREATE DATABASE webhook OWNER webhook;\n' | pg_single "$root"
 
   # vibe-kanban (its linux-x64 binary from the npm package) and
   # claude-code-router (on Node 22 from npm), both as agent.
@@ -74,7 +72,33 @@ layer_p2() {
   install -m 0644 "$files/prometheus-pushgateway.default" "$root/etc/default/prometheus-pushgateway"
   install -d "$root/etc/systemd/system/prometheus.service.d"
   printf '[Service]\nMemoryMax=%s\n' "$prometheus_max" >"$root/etc/systemd/system/prometheus.service.d/10-rave-safe-mode.conf"
-  chroot "$root" systemctl enable prometheus.service prometheus-node-exporter.service prometheus-pushgateway.service >/dev/null 2>&1
+
+  # nginx's stub_status on loopback, and the nginx exporter reading it (127.0.0.1:9113).
+  install -D -m 0644 "$obs/nginx-status.conf" "$root/etc/nginx/sites-enabled/rave-status.conf"
+  install -m 0644 "$files/prometheus-nginx-exporter.default" "$root/etc/default/prometheus-nginx-exporter"
+  # The PostgreSQL exporter (127.0.0.1:9187) as role prometheus: peer
+  # authentication maps the OS user to it, and it may read the statistics
+  # (pg_monitor) and nothing more.
+  printf 'CREATE ROLE prometheus LOGIN;\nGRANT pg_monitor TO prometheus;\n' | pg_single "$root"
+  install -m 0640 -g "$(awk -F: '$1 == "prometheus" { print $3 }' "$root/etc/group")" \
+    "$files/prometheus-postgres-exporter.default" "$root/etc/default/prometheus-postgres-exporter"
+  install -D -m 0644 "$files/postgres-exporter-order.conf" "$root/etc/systemd/system/prometheus-postgres-exporter.service.d/10-rave.conf"
+  chroot "$root" systemctl enable prometheus.service prometheus-node-exporter.service prometheus-pushgateway.service \
+    prometheus-nginx-exporter.service prometheus-postgres-exporter.service >/dev/null 2>&1
+}
+
+# The PostgreSQL version the rootfs has (its newest cluster configuration).
+pg_version() {
+  find "$1/etc/postgresql" -mindepth 1 -maxdepth 1 -printf '%f\n' | sort -n | tail -n 1
+}
+
+# Runs the SQL on stdin in the rootfs's cluster in single-user mode (no
+# server running); exit_on_error makes a failed statement fail the build.
+pg_single() {
+  local root=$1 version
+  version=$(pg_version "$root")
+  chroot "$root" runuser -u postgres -- "/usr/lib/postgresql/$version/bin/postgres" --single \
+    -D "/etc/postgresql/$version/main" -c exit_on_error=on -c log_checkpoints=off -c dynamic_shared_memory_type=mmap postgres >/dev/null
 }
 
 agent_uid() {

@@ -41,7 +41,7 @@ fi
 cargo deny --version
 
 step "cargo deny: bans, licenses, sources (offline)"
-cargo deny --offline check bans licenses sources || failed+=("cargo deny bans/licenses/sources")
+cargo deny --offline check --hide-inclusion-graph bans licenses sources || failed+=("cargo deny bans/licenses/sources")
 
 step "cargo deny: advisories"
 if [ "$network" = 1 ]; then

@@ -38,6 +38,10 @@ pub struct Case {
     pub fault: Fault,
     /// It waits long (for a Prometheus scrape): it starts before its guest's other cases.
     pub waits_long: bool,
+    /// More faults, for parts of the check its first fault does not reach
+    /// (it turns the case red before them), each named: its trial is
+    /// `fault::PROFILE::SUITE::CASE::NAME`.
+    pub extra_faults: &'static [(&'static str, Fault)],
 }
 
 /// Every profile.
@@ -53,10 +57,22 @@ impl Case {
         format!("{}::{}", self.suite, self.name)
     }
 
+    /// Every fault of the case: its own (named by the case) and the extra
+    /// ones (`CASE::NAME`), as the names their trials take.
+    pub fn faults(&self) -> Vec<(String, Fault)> {
+        std::iter::once((self.name.to_string(), self.fault))
+            .chain(
+                self.extra_faults
+                    .iter()
+                    .map(|(name, fault)| (format!("{}::{name}", self.name), *fault)),
+            )
+            .collect()
+    }
+
     /// Proves that the case can fail, on a guest of its own: green as found,
-    /// then the fault, then red, failed or timed out (not a harness error),
+    /// then `fault`, then red, failed or timed out (not a harness error),
     /// with the diagnostics the fault names in its message.
-    pub fn prove_fault(&self, machine: &Machine) -> CheckResult {
+    pub fn prove_fault(&self, fault: &Fault, machine: &Machine) -> CheckResult {
         let id = self.id();
         step(&format!("checking {id} is green before the fault"), || {
             (self.check)(machine)
@@ -65,17 +81,17 @@ impl Case {
             red: e.red,
             message: format!("{id} was not green before the fault, so the fault proves nothing:\n{e}"),
         })?;
-        step(&format!("injecting the fault: {}", self.fault.description), || {
-            (self.fault.inject)(machine)
+        step(&format!("injecting the fault: {}", fault.description), || {
+            (fault.inject)(machine)
         })
-        .map_err(|e| CheckError::harness(format!("could not inject the fault ({}): {e}", self.fault.description)))?;
+        .map_err(|e| CheckError::harness(format!("could not inject the fault ({}): {e}", fault.description)))?;
         let red = match step(&format!("checking {id} is red with the fault"), || {
             (self.check)(machine)
         }) {
             Ok(()) => {
                 return Err(CheckError::failed(format!(
                     "{id} stayed green with the fault \"{}\" injected: the case cannot fail",
-                    self.fault.description
+                    fault.description
                 )))
             }
             Err(red) => red,
@@ -83,15 +99,10 @@ impl Case {
         if red.red == Red::HarnessError {
             return Err(CheckError::failed(format!(
                 "{id} could not be checked with the fault \"{}\" injected (a harness error), so it did not prove it red:\n{red}",
-                self.fault.description
+                fault.description
             )));
         }
-        let missing: Vec<_> = self
-            .fault
-            .must_say
-            .iter()
-            .filter(|s| !red.message.contains(**s))
-            .collect();
+        let missing: Vec<_> = fault.must_say.iter().filter(|s| !red.message.contains(**s)).collect();
         if missing.is_empty() {
             Ok(())
         } else {

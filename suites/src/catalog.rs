@@ -28,11 +28,13 @@ mod tests {
         assert_eq!(ids.len(), all.len(), "a case name is used twice");
         for case in &all {
             assert!(!case.profiles.is_empty(), "{} applies nowhere", case.id());
-            assert!(
-                !case.fault.must_say.is_empty(),
-                "{}'s fault checks no message",
-                case.id()
-            );
+            for (name, fault) in case.faults() {
+                assert!(
+                    !fault.must_say.is_empty(),
+                    "{}'s fault {name} checks no message",
+                    case.id()
+                );
+            }
         }
     }
 }

@@ -87,12 +87,19 @@ pub fn post_push(machine: &Machine, token: Option<&str>, key: &str) -> Result<Ht
     )
 }
 
-/// The webhook secret as the dispatcher reads it (decrypted at boot).
+/// The webhook secret as the dispatcher reads it (decrypted at boot); an
+/// empty one is an error (every token would match it, or none).
 pub fn webhook_secret(machine: &Machine) -> Result<String, CheckError> {
-    Ok(machine
+    let secret = machine
         .succeed("sudo cat /run/secrets/webhook-gitlab-secret")?
         .trim_end_matches('\n')
-        .to_string())
+        .to_string();
+    if secret.trim().is_empty() {
+        return Err(CheckError::failed(
+            "expected a webhook secret in /run/secrets/webhook-gitlab-secret, saw an empty file",
+        ));
+    }
+    Ok(secret)
 }
 
 /// Rows the dispatcher stored for delivery `key`.
@@ -205,10 +212,17 @@ fn format_value(v: f64) -> String {
 
 /// Applies the sed `script` to nginx's rave.local site and restarts nginx (a fault).
 pub fn edit_nginx_site(machine: &Machine, script: &str) -> Result<(), MachineError> {
+    edit_nginx_conf(machine, "rave.local.conf", script)
+}
+
+/// Applies the sed `script` to nginx's site `file` (in sites-enabled) and
+/// restarts nginx (a fault); a script that changes nothing is an error.
+pub fn edit_nginx_conf(machine: &Machine, file: &str, script: &str) -> Result<(), MachineError> {
+    let path = quote(&format!("/etc/nginx/sites-enabled/{file}"));
     machine
         .succeed(&format!(
-            "sudo sed -i {} /etc/nginx/sites-enabled/rave.local.conf && sudo nginx -t -q && sudo systemctl restart nginx",
-            quote(script)
+            "before=$(sudo sha256sum {path}) && sudo sed -i {script} {path} && test \"$(sudo sha256sum {path})\" != \"$before\" && sudo nginx -t -q && sudo systemctl restart nginx",
+            script = quote(script)
         ))
         .map(|_| ())
 }

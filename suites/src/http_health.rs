@@ -27,6 +27,7 @@ pub fn cases() -> Vec<Case> {
                 must_say: &["to be the vibe-kanban app", "Welcome to nginx"],
             },
             waits_long: false,
+            extra_faults: &[],
         },
         Case {
             suite: "http_health",
@@ -40,6 +41,7 @@ pub fn cases() -> Vec<Case> {
                 must_say: &["502"],
             },
             waits_long: false,
+            extra_faults: &[],
         },
         Case {
             suite: "http_health",
@@ -58,6 +60,7 @@ pub fn cases() -> Vec<Case> {
                 must_say: &["GET /ccr-ui/ to answer 200", "saw 404"],
             },
             waits_long: false,
+            extra_faults: &[],
         },
         Case {
             suite: "http_health",
@@ -71,6 +74,7 @@ pub fn cases() -> Vec<Case> {
                 must_say: &["header x-frame-options", "None"],
             },
             waits_long: false,
+            extra_faults: &[],
         },
     ]
 }

@@ -8,6 +8,7 @@ pub mod case;
 pub mod catalog;
 pub mod checks;
 pub mod http_health;
+pub mod nft;
 pub mod p2_observability;
 pub mod plan;
 pub mod security;

@@ -11,8 +11,8 @@ use serde_json::Value;
 
 use crate::case::{Case, Fault, OBSERVED};
 use crate::checks::{
-    backends_ready, bytes, fresh_delivery_key, override_unit, post_push, prometheus_api, prometheus_sees, rave_image,
-    stop_unit, unit_of, webhook_secret, SCRAPE_WAIT,
+    backends_ready, bytes, edit_nginx_conf, fresh_delivery_key, override_unit, post_push, prometheus_api,
+    prometheus_sees, rave_image, stop_unit, unit_of, webhook_secret, SCRAPE_WAIT,
 };
 use crate::systemd_services::service_is_healthy;
 
@@ -34,12 +34,20 @@ pub fn cases() -> Vec<Case> {
                 must_say: &["retention", "15d"],
             },
             waits_long: false,
+            extra_faults: &[],
         },
         Case {
             suite: "p2_observability",
             name: "prometheus_targets",
             profiles: OBSERVED,
-            components: &["prometheus", "pushgateway", "node-exporter", "webhook-dispatcher"],
+            components: &[
+                "prometheus",
+                "pushgateway",
+                "node-exporter",
+                "webhook-dispatcher",
+                "nginx-exporter",
+                "postgres-exporter",
+            ],
             check: prometheus_targets,
             fault: Fault {
                 description: "the pushgateway target corrupted (scraped at a port nothing serves)",
@@ -50,6 +58,18 @@ pub fn cases() -> Vec<Case> {
                 must_say: &["pushgateway: down", "9092"],
             },
             waits_long: true,
+            // Past the targets: the nginx exporter up, but nginx's stub_status gone from under it.
+            extra_faults: &[(
+                "exporter_cannot_read",
+                Fault {
+                    description: "nginx's stub_status moved away from where the nginx exporter reads it",
+                    inject: |m| edit_nginx_conf(m, "rave-status.conf", "s#location = /stub_status#location = /moved#"),
+                    must_say: &[
+                        "the exporter of nginx's stub_status answers but cannot read it",
+                        "nginx_up",
+                    ],
+                },
+            )],
         },
         Case {
             suite: "p2_observability",
@@ -63,6 +83,7 @@ pub fn cases() -> Vec<Case> {
                 must_say: &["node_memory_MemTotal_bytes"],
             },
             waits_long: false,
+            extra_faults: &[],
         },
         Case {
             suite: "p2_observability",
@@ -76,6 +97,7 @@ pub fn cases() -> Vec<Case> {
                 must_say: &["Grafana"],
             },
             waits_long: false,
+            extra_faults: &[],
         },
         Case {
             suite: "p2_observability",
@@ -92,6 +114,7 @@ pub fn cases() -> Vec<Case> {
                 must_say: &["to scrape webhook_requests_total"],
             },
             waits_long: true,
+            extra_faults: &[],
         },
         Case {
             suite: "p2_observability",
@@ -105,12 +128,23 @@ pub fn cases() -> Vec<Case> {
                 must_say: &["MemoryMax=256M", "MemoryMax=1073741824"],
             },
             waits_long: false,
+            extra_faults: &[],
         },
     ]
 }
 
 /// The scrape jobs the contract configures.
-pub const JOBS: &[&str] = &["prometheus", "node", "pushgateway", "webhook-dispatcher"];
+pub const JOBS: &[&str] = &[
+    "prometheus",
+    "node",
+    "pushgateway",
+    "webhook-dispatcher",
+    "nginx",
+    "postgres",
+];
+/// What each exporter must say of what it watches, once its target is up:
+/// its target answers even when it cannot reach nginx or PostgreSQL.
+pub const EXPORTERS_REACH: &[(&str, &str)] = &[("nginx_up", "nginx's stub_status"), ("pg_up", "PostgreSQL")];
 /// The alert rules the contract loads.
 pub const ALERTS: &[&str] = &[
     "HighMemoryUsage",
@@ -181,6 +215,8 @@ pub fn prometheus_targets(machine: &Machine) -> CheckResult {
             ("node-exporter", 9100),
             ("pushgateway", 9091),
             ("webhook-dispatcher", 3001),
+            ("nginx-exporter", 9113),
+            ("postgres-exporter", 9187),
         ],
     )?;
     // Health is as old as the last scrape: judge only scrapes newer than now.
@@ -214,7 +250,14 @@ pub fn prometheus_targets(machine: &Machine) -> CheckResult {
         RetryError::Expired { waited, last_seen } => {
             CheckError::failed(format!("expected {expected}, saw {last_seen} (after {waited:.1?})\n"))
         }
-    })
+    })?;
+    for (metric, watched) in EXPORTERS_REACH {
+        prometheus_sees(machine, metric, "==", 1.0).map_err(|e| CheckError {
+            message: format!("the exporter of {watched} answers but cannot read it: {}", e.message),
+            ..e
+        })?;
+    }
+    Ok(())
 }
 
 /// What a scrape job's targets looked like, judged on scrapes newer than a start.
@@ -400,15 +443,30 @@ pub fn webhook_metrics(machine: &Machine) -> CheckResult {
         )?;
         Ok((requests_after, errors_after))
     })??;
-    // Pushed before any wait, so one scrape can carry all three figures.
-    let pushed = 4242;
+    // Pushed before any wait, so one scrape can carry all three figures; a
+    // value of this run's own, so an earlier run's push left in the
+    // pushgateway (an attached target) cannot stand in for it.
+    let pushed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(4242, |d| d.as_nanos() % 1_000_000_000);
     machine.succeed(&format!(
         "printf 'rave_case_pushed {pushed}\\n' | curl -fsS --data-binary @- http://127.0.0.1:9091/metrics/job/rave-case"
     ))?;
     // Other cases may post after the section: a counter scraped at or above
     // its value after our requests proves a scrape that counted them.
-    prometheus_sees(machine, "webhook_requests_total", ">=", requests_after)?;
-    prometheus_sees(machine, "webhook_errors_total", ">=", errors_after)?;
+    // Of the dispatcher's own job: a same-named series of another cannot stand in.
+    prometheus_sees(
+        machine,
+        "webhook_requests_total{job=\"webhook-dispatcher\"}",
+        ">=",
+        requests_after,
+    )?;
+    prometheus_sees(
+        machine,
+        "webhook_errors_total{job=\"webhook-dispatcher\"}",
+        ">=",
+        errors_after,
+    )?;
     prometheus_sees(machine, "rave_case_pushed{job=\"rave-case\"}", "==", pushed as f64)
 }
 

@@ -47,16 +47,18 @@ pub fn trials(profiles: &[Profile], faults: bool) -> Vec<Trial> {
         for case in &cases {
             if let Some(profile) = case.profiles.iter().find(|p| profiles.contains(p)) {
                 let case = *case;
-                out.push(
-                    Trial::new(
-                        TrialKind::Fault,
-                        profile.as_str(),
-                        case.suite,
-                        case.name,
-                        Arc::new(move |machine| case.prove_fault(machine)),
-                    )
-                    .needing(case.components),
-                );
+                for (name, fault) in case.faults() {
+                    out.push(
+                        Trial::new(
+                            TrialKind::Fault,
+                            profile.as_str(),
+                            case.suite,
+                            &name,
+                            Arc::new(move |machine| case.prove_fault(&fault, machine)),
+                        )
+                        .needing(case.components),
+                    );
+                }
             }
         }
     }
@@ -172,13 +174,18 @@ mod tests {
         let all = trials(&Profile::ALL, true);
         let count = |kind| all.iter().filter(|t| t.kind == kind).count();
         assert_eq!(count(TrialKind::Case), applicable(&cases, &Profile::ALL));
-        assert_eq!(count(TrialKind::Fault), cases.len());
+        let faults: usize = cases.iter().map(|c| c.faults().len()).sum();
+        assert_eq!(count(TrialKind::Fault), faults);
         let p2_only = trials(&[Profile::P2], true);
         assert!(p2_only.iter().all(|t| t.group == "p2"));
         let p2_faults = p2_only.iter().filter(|t| t.kind == TrialKind::Fault).count();
         assert_eq!(
             p2_faults,
-            cases.iter().filter(|c| c.profiles.contains(&Profile::P2)).count()
+            cases
+                .iter()
+                .filter(|c| c.profiles.contains(&Profile::P2))
+                .map(|c| c.faults().len())
+                .sum::<usize>()
         );
     }
 

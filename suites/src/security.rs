@@ -35,6 +35,7 @@ pub fn cases() -> Vec<Case> {
                 must_say: &["handshake to be refused"],
             },
             waits_long: false,
+            extra_faults: &[],
         },
         Case {
             suite: "security",
@@ -52,6 +53,7 @@ pub fn cases() -> Vec<Case> {
                 must_say: &["password"],
             },
             waits_long: false,
+            extra_faults: &[],
         },
         Case {
             suite: "security",
@@ -75,6 +77,7 @@ pub fn cases() -> Vec<Case> {
                 must_say: &["guest port 8099", "Accepted"],
             },
             waits_long: false,
+            extra_faults: &[],
         },
         Case {
             suite: "security",
@@ -91,12 +94,13 @@ pub fn cases() -> Vec<Case> {
                 must_say: &["plaintext nowhere but /run/secrets", "/usr/local/lib/rave-leak/caf\u{fffd}"],
             },
             waits_long: false,
+            extra_faults: &[],
         },
     ]
 }
 
 /// Guest ports that must not answer from outside (services bound to loopback, or none).
-pub const CLOSED_PORTS: &[u16] = &[3000, 3001, 3030, 3456, 5432, 9090, 9091, 9100];
+pub const CLOSED_PORTS: &[u16] = &[3000, 3001, 3030, 3456, 5432, 8080, 9090, 9091, 9100, 9113, 9187];
 /// The port of the canary listener the firewall case starts in the guest.
 pub const CANARY_PORT: u16 = 8765;
 /// How long a probe waits for an answer before calling the port silent.
@@ -320,13 +324,11 @@ fn canary_dropped(machine: &Machine) -> CheckResult {
         format!("{outside:?}"),
         || format!("--- nft list ruleset ---\n{ruleset}"),
     )?;
-    let input_policy_drop = ruleset
-        .lines()
-        .any(|l| l.contains("hook input") && l.contains("policy drop"));
+    let families = crate::nft::input_drop_families(&ruleset);
     expect(
-        input_policy_drop,
-        "the input chain's policy to be drop",
-        "no input hook with policy drop",
+        families.contains("inet") || (families.contains("ip") && families.contains("ip6")),
+        "an input chain with policy drop for IPv4 and IPv6 (in an inet table, or in both ip and ip6)",
+        format!("input chains with policy drop in {families:?}"),
         || ruleset.clone(),
     )
 }

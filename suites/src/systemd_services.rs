@@ -35,6 +35,7 @@ pub fn cases() -> Vec<Case> {
                 must_say: &["nginx.service", "systemctl status", "journal of nginx.service"],
             },
             waits_long: false,
+            extra_faults: &[],
         },
         Case {
             suite: "systemd_services",
@@ -48,6 +49,7 @@ pub fn cases() -> Vec<Case> {
                 must_say: &["grafana", "systemctl status"],
             },
             waits_long: false,
+            extra_faults: &[],
         },
         Case {
             suite: "systemd_services",
@@ -61,6 +63,7 @@ pub fn cases() -> Vec<Case> {
                 must_say: &["postgresql", "systemctl status", "journal of postgresql"],
             },
             waits_long: false,
+            extra_faults: &[],
         },
         Case {
             suite: "systemd_services",
@@ -74,6 +77,7 @@ pub fn cases() -> Vec<Case> {
                 must_say: &["to run as agent", "\"root\"", "systemctl status vibe-kanban.service"],
             },
             waits_long: false,
+            extra_faults: &[],
         },
         Case {
             suite: "systemd_services",
@@ -97,6 +101,7 @@ pub fn cases() -> Vec<Case> {
                 ],
             },
             waits_long: false,
+            extra_faults: &[],
         },
         Case {
             suite: "systemd_services",
@@ -110,6 +115,7 @@ pub fn cases() -> Vec<Case> {
                 must_say: &["MemoryMax=128M", "MemoryMax=infinity"],
             },
             waits_long: false,
+            extra_faults: &[],
         },
         Case {
             suite: "systemd_services",
@@ -123,6 +129,7 @@ pub fn cases() -> Vec<Case> {
                 must_say: &["prometheus.service", "journal of prometheus.service"],
             },
             waits_long: false,
+            extra_faults: &[],
         },
     ]
 }
@@ -195,24 +202,27 @@ pub fn postgresql(machine: &Machine) -> CheckResult {
 /// (read from the process itself, not from the unit file).
 pub fn service_runs_as(machine: &Machine, component: &str, rule: RunsAs) -> CheckResult {
     let unit = unit_of(machine, component)?;
-    let user = machine
-        .wait_until_succeeds(
-            &format!(
-                "pid=$(systemctl show -p MainPID --value {}); test \"$pid\" -gt 0; stat -c %U \"/proc/$pid\"",
-                quote(unit)
-            ),
-            PROBE_RETRY,
-        )?
-        .trim()
-        .to_string();
+    // Every one of its UIDs (real, effective, saved, file system), by name:
+    // a process whose real or saved UID is root can become root again.
+    let users = machine.wait_until_succeeds(
+        &format!(
+            "pid=$(systemctl show -p MainPID --value {}); test \"$pid\" -gt 0; uids=$(awk '/^Uid:/ {{ print $2, $3, $4, $5 }}' \"/proc/$pid/status\"); test -n \"$uids\"; for uid in $uids; do getent passwd \"$uid\" | cut -d: -f1; done",
+            quote(unit)
+        ),
+        PROBE_RETRY,
+    )?;
+    let users: Vec<&str> = users.split_whitespace().collect();
     let (ok, expected) = match rule {
-        RunsAs::User(name) => (user == name, format!("{unit}'s main process to run as {name}")),
+        RunsAs::User(name) => (
+            users.len() == 4 && users.iter().all(|u| *u == name),
+            format!("{unit}'s main process to run as {name} (real, effective, saved and file system UIDs)"),
+        ),
         RunsAs::NonRoot => (
-            user != "root" && !user.is_empty(),
-            format!("{unit}'s main process to run as a non-root user"),
+            users.len() == 4 && !users.contains(&"root"),
+            format!("{unit}'s main process to run as a non-root user (real, effective, saved and file system UIDs)"),
         ),
     };
-    expect(ok, &expected, format!("it runs as {user:?}"), || {
+    expect(ok, &expected, format!("its UIDs are {users:?}"), || {
         machine.unit_diagnostics(unit)
     })
 }
