@@ -194,9 +194,16 @@ fn a_failed_units_probe_is_pending_not_a_verdict() {
         }
         other => panic!("a failed probe became a verdict: {other}"),
     }
-    // The bus comes back while the wait goes on: the unit is active.
+    // The bus comes back while the wait goes on: the unit is active. A
+    // timer's AccuracySec is 1 min by default: systemd may then fire it at
+    // any point of that minute (a point fixed per boot, so the same on every
+    // restore of one saved state), and nothing here wakes PID 1 earlier
+    // while the bus is down.
     machine
-        .succeed("sudo systemd-run --on-active=3 --collect systemctl start dbus.socket dbus.service")
+        .succeed(
+            "sudo systemd-run --on-active=3 --timer-property=AccuracySec=100ms --collect \
+             systemctl start dbus.socket dbus.service",
+        )
         .unwrap();
     machine
         .wait_for_unit("nginx.service", Duration::from_secs(60))
