@@ -157,8 +157,19 @@ in
           '';
         };
         locations."/ccr-ui/".proxyPass = "http://127.0.0.1:3456/ui/";
-        locations."= /webhook".proxyPass = "http://127.0.0.1:3001/webhook";
+        locations."= /webhook" = {
+          proxyPass = "http://127.0.0.1:3001/webhook";
+          # The rate limit of images/debian/files/p0/rave.local.conf, the same numbers.
+          extraConfig = ''
+            limit_req zone=webhook burst=20 nodelay;
+            limit_req_status 429;
+          '';
+        };
       };
+      # /webhook's request rate per client address: 5 a second, a burst of 20 at once.
+      appendHttpConfig = ''
+        limit_req_zone $binary_remote_addr zone=webhook:1m rate=5r/s;
+      '';
     };
     systemd.services.nginx = {
       requires = [ "rave-secrets.service" ];

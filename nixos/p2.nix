@@ -13,6 +13,7 @@
 {
   config,
   lib,
+  pkgs,
   ...
 }:
 let
@@ -57,6 +58,8 @@ in
       enable = true;
       listenAddress = "127.0.0.1";
       port = 9100;
+      # rave-unit-memory's series (below).
+      extraFlags = [ "--collector.textfile.directory=/var/lib/rave-unit-memory" ];
     };
 
     pushgateway = {
@@ -83,6 +86,32 @@ in
     };
   };
   systemd.services.prometheus.serviceConfig.MemoryMax = v.prometheusMemoryMax;
+
+  # Services' memory against their MemoryMax for node exporter's textfile
+  # collector (images/observability/unit-memory.sh, as on Debian).
+  systemd.services.rave-unit-memory = {
+    description = "Services' memory against their MemoryMax, for node exporter";
+    wantedBy = [ "multi-user.target" ];
+    before = [ "prometheus-node-exporter.service" ];
+    path = [ pkgs.coreutils ];
+    serviceConfig = {
+      ExecStart = "${pkgs.bash}/bin/bash ${observability + "/unit-memory.sh"} /var/lib/rave-unit-memory 15";
+      StateDirectory = "rave-unit-memory";
+      StateDirectoryMode = "0755";
+      Restart = "always";
+      RestartSec = 5;
+      MemoryMax = "16M";
+      CapabilityBoundingSet = "";
+      NoNewPrivileges = true;
+      PrivateNetwork = true;
+      PrivateTmp = true;
+      PrivateDevices = true;
+      ProtectSystem = "strict";
+      ProtectHome = true;
+      ProtectKernelTunables = true;
+      ProtectControlGroups = true;
+    };
+  };
 
   services.nginx.appendHttpConfig = builtins.readFile (observability + "/nginx-status.conf");
 
@@ -149,6 +178,7 @@ in
       pushgateway = "pushgateway.service";
       nginx-exporter = "prometheus-nginx-exporter.service";
       postgres-exporter = "prometheus-postgres-exporter.service";
+      unit-memory = "rave-unit-memory.service";
     };
     limits.prometheus = v.prometheusMemoryMax;
   };

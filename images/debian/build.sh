@@ -196,7 +196,8 @@ if [ "$profile" = p2 ]; then
     "node-exporter": { "unit": "prometheus-node-exporter.service" },
     "pushgateway": { "unit": "prometheus-pushgateway.service" },
     "nginx-exporter": { "unit": "prometheus-nginx-exporter.service" },
-    "postgres-exporter": { "unit": "prometheus-postgres-exporter.service" }'
+    "postgres-exporter": { "unit": "prometheus-postgres-exporter.service" },
+    "unit-memory": { "unit": "rave-unit-memory.service" }'
   limits="$limits"', "prometheus": "'"$RAVE_PROMETHEUS_MEMORY_MAX"'"'
 fi
 cat >"$out/manifest.json" <<JSON

@@ -69,6 +69,9 @@ layer_p2() {
   install -D -m 0644 "$obs/alert-rules.yml" "$root/etc/prometheus/rules/rave.yml"
   printf 'ARGS="--web.listen-address=127.0.0.1:9090 --storage.tsdb.retention.time=%s"\n' "$retention" >"$root/etc/default/prometheus"
   install -m 0644 "$files/prometheus-node-exporter.default" "$root/etc/default/prometheus-node-exporter"
+  # Services' memory against their MemoryMax, read by node exporter's textfile collector.
+  install -D -m 0755 "$obs/unit-memory.sh" "$root/usr/local/lib/rave/unit-memory.sh"
+  install -m 0644 "$files/rave-unit-memory.service" "$root/etc/systemd/system/rave-unit-memory.service"
   install -m 0644 "$files/prometheus-pushgateway.default" "$root/etc/default/prometheus-pushgateway"
   install -d "$root/etc/systemd/system/prometheus.service.d"
   printf '[Service]\nMemoryMax=%s\n' "$prometheus_max" >"$root/etc/systemd/system/prometheus.service.d/10-rave-safe-mode.conf"
@@ -84,7 +87,7 @@ layer_p2() {
     "$files/prometheus-postgres-exporter.default" "$root/etc/default/prometheus-postgres-exporter"
   install -D -m 0644 "$files/postgres-exporter-order.conf" "$root/etc/systemd/system/prometheus-postgres-exporter.service.d/10-rave.conf"
   chroot "$root" systemctl enable prometheus.service prometheus-node-exporter.service prometheus-pushgateway.service \
-    prometheus-nginx-exporter.service prometheus-postgres-exporter.service >/dev/null 2>&1
+    prometheus-nginx-exporter.service prometheus-postgres-exporter.service rave-unit-memory.service >/dev/null 2>&1
 }
 
 # The PostgreSQL version the rootfs has (its newest cluster configuration).

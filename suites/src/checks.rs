@@ -3,6 +3,7 @@
 //! judged, Prometheus asked, and the faults' common moves (stopping a unit,
 //! overriding it, editing nginx's site).
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use rave::RaveImage;
@@ -68,9 +69,12 @@ pub fn fresh_delivery_key(prefix: &str) -> String {
     format!("{prefix}-{nanos}")
 }
 
-/// POSTs a push event to `/webhook` as GitLab sends it, with `token` as
+/// The body of the push events the checks send.
+pub const PUSH_BODY: &str = r#"{"object_kind":"push","ref":"refs/heads/main"}"#;
+
+/// The headers GitLab sends with a push event, with `token` as
 /// X-Gitlab-Token (none: no header) and `key` as X-Gitlab-Event-UUID.
-pub fn post_push(machine: &Machine, token: Option<&str>, key: &str) -> Result<HttpResponse, MachineError> {
+pub fn push_headers<'a>(token: Option<&'a str>, key: &'a str) -> Vec<(&'a str, &'a str)> {
     let mut headers = vec![
         ("content-type", "application/json"),
         ("x-gitlab-event", "Push Hook"),
@@ -79,12 +83,12 @@ pub fn post_push(machine: &Machine, token: Option<&str>, key: &str) -> Result<Ht
     if let Some(token) = token {
         headers.push(("x-gitlab-token", token));
     }
-    machine.https(
-        "POST",
-        "/webhook",
-        &headers,
-        Some(r#"{"object_kind":"push","ref":"refs/heads/main"}"#),
-    )
+    headers
+}
+
+/// POSTs a push event to `/webhook` as GitLab sends it (see [`push_headers`]).
+pub fn post_push(machine: &Machine, token: Option<&str>, key: &str) -> Result<HttpResponse, MachineError> {
+    machine.https("POST", "/webhook", &push_headers(token, key), Some(PUSH_BODY))
 }
 
 /// The webhook secret as the dispatcher reads it (decrypted at boot); an
@@ -112,6 +116,17 @@ pub fn stored(machine: &Machine, key: &str) -> Result<i64, CheckError> {
     out.trim()
         .parse()
         .map_err(|_| CheckError::failed(format!("could not count stored events: {out:?}")))
+}
+
+/// The deliveries the dispatcher stored whose key starts with `prefix`
+/// (keys made by [`fresh_delivery_key`] hold no `%` or `_`).
+pub fn stored_with_prefix(machine: &Machine, prefix: &str) -> Result<BTreeSet<String>, CheckError> {
+    let sql = format!(
+        "SELECT delivery_key FROM webhook_events WHERE delivery_key LIKE '{}%'",
+        prefix.replace('\'', "''")
+    );
+    let out = machine.succeed(&format!("sudo -u postgres psql -d webhook -XAtc {}", quote(&sql)))?;
+    Ok(out.lines().map(str::to_string).collect())
 }
 
 /// Fails unless `answer` has `status`.

@@ -4,9 +4,11 @@
 //! balanced by measured durations.
 #![deny(missing_docs)]
 
+pub mod alert_cycle;
 pub mod case;
 pub mod catalog;
 pub mod checks;
+pub mod dashboards;
 pub mod http_health;
 pub mod nft;
 pub mod p2_observability;

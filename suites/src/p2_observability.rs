@@ -14,6 +14,7 @@ use crate::checks::{
     backends_ready, bytes, edit_nginx_conf, fresh_delivery_key, override_unit, post_push, prometheus_api,
     prometheus_sees, rave_image, stop_unit, unit_of, webhook_secret, SCRAPE_WAIT,
 };
+use crate::dashboards::dashboard_queries;
 use crate::systemd_services::service_is_healthy;
 
 /// The suite's cases, each with its fault.
@@ -118,6 +119,40 @@ pub fn cases() -> Vec<Case> {
         },
         Case {
             suite: "p2_observability",
+            name: "dashboard_queries",
+            profiles: OBSERVED,
+            components: &[
+                "prometheus",
+                "pushgateway",
+                "node-exporter",
+                "webhook-dispatcher",
+                "nginx-exporter",
+                "postgres-exporter",
+                "unit-memory",
+            ],
+            check: dashboard_queries,
+            fault: Fault {
+                description: "the PostgreSQL exporter stopped, and scraped as down",
+                inject: |m| {
+                    stop_unit(m, "postgres-exporter")?;
+                    // Its series go stale at the first failed scrape: only then is a panel empty.
+                    m.wait_until_succeeds(
+                        "curl -fsS -G --data-urlencode 'query=up{job=\"postgres\"} == 0' http://127.0.0.1:9090/api/v1/query | grep -F '\"job\":\"postgres\"' >/dev/null",
+                        SCRAPE_WAIT,
+                    )
+                    .map(|_| ())
+                },
+                must_say: &[
+                    "PostgreSQL connections by database",
+                    "pg_stat_activity_count",
+                    "returned none",
+                ],
+            },
+            waits_long: true,
+            extra_faults: &[],
+        },
+        Case {
+            suite: "p2_observability",
             name: "safe_mode_constraints",
             profiles: OBSERVED,
             components: &["prometheus"],
@@ -152,6 +187,7 @@ pub const ALERTS: &[&str] = &[
     "HighDiskUsage",
     "ServiceDown",
     "WebhookErrorRate",
+    "ServiceNearMemoryMax",
 ];
 
 /// `p2_observability::prometheus_health`: healthy and ready, with the
@@ -472,7 +508,7 @@ pub fn webhook_metrics(machine: &Machine) -> CheckResult {
 
 /// `p2_observability::safe_mode_constraints`: MemoryMax of prometheus (and
 /// grafana, where the flavor has it) is the SAFE-mode value, MemoryCurrent is
-/// under it, and the five alert rules are loaded.
+/// under it, and the contract's alert rules ([`ALERTS`]) are loaded.
 pub fn safe_mode_constraints(machine: &Machine) -> CheckResult {
     let image = rave_image(machine)?;
     let safe = image.safe_values();

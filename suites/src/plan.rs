@@ -14,7 +14,7 @@ use rave_harness::runner::events::{Event, EventSink};
 use rave_harness::runner::{RunOptions, Trial, TrialKind};
 use rave_harness::steps::StepPhase;
 
-use crate::catalog;
+use crate::{alert_cycle, catalog};
 
 /// How many of a shared guest's cases run at once, each over an SSH connection of its own.
 pub const CASES_AT_ONCE: usize = 4;
@@ -23,7 +23,9 @@ pub const CASES_AT_ONCE: usize = 4;
 pub const POWER_OFF_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Every trial of `profiles`: each case on each of its profiles, then (with
-/// `faults`) each case's fault test on the first of its profiles selected.
+/// `faults`, and P2 among the profiles) the alert's fire-and-resolve trial
+/// ([`alert_cycle`]), and each case's fault test on the
+/// first of its profiles selected.
 pub fn trials(profiles: &[Profile], faults: bool) -> Vec<Trial> {
     let cases = catalog::all();
     let mut out = Vec::new();
@@ -44,6 +46,19 @@ pub fn trials(profiles: &[Profile], faults: bool) -> Vec<Trial> {
         }
     }
     if faults {
+        if profiles.contains(&Profile::P2) {
+            out.push(
+                Trial::new(
+                    TrialKind::Fault,
+                    Profile::P2.as_str(),
+                    "p2_observability",
+                    alert_cycle::TRIAL,
+                    Arc::new(alert_cycle::alert_fires_and_resolves),
+                )
+                .needing(&["prometheus", "pushgateway"])
+                .waiting_long(true),
+            );
+        }
         for case in &cases {
             if let Some(profile) = case.profiles.iter().find(|p| profiles.contains(p)) {
                 let case = *case;
@@ -175,7 +190,8 @@ mod tests {
         let count = |kind| all.iter().filter(|t| t.kind == kind).count();
         assert_eq!(count(TrialKind::Case), applicable(&cases, &Profile::ALL));
         let faults: usize = cases.iter().map(|c| c.faults().len()).sum();
-        assert_eq!(count(TrialKind::Fault), faults);
+        // And the alert's fire-and-resolve trial, on P2.
+        assert_eq!(count(TrialKind::Fault), faults + 1);
         let p2_only = trials(&[Profile::P2], true);
         assert!(p2_only.iter().all(|t| t.group == "p2"));
         let p2_faults = p2_only.iter().filter(|t| t.kind == TrialKind::Fault).count();
@@ -186,7 +202,10 @@ mod tests {
                 .filter(|c| c.profiles.contains(&Profile::P2))
                 .map(|c| c.faults().len())
                 .sum::<usize>()
+                + 1
         );
+        let p0_only = trials(&[Profile::P0], true);
+        assert!(!p0_only.iter().any(|t| t.name.contains(alert_cycle::TRIAL)));
     }
 
     #[test]

@@ -48,6 +48,21 @@ fn a_wrong_threshold_in_any_rule_fails_the_rule_tests() {
         ),
         ("ServiceDown", "up == 0\n        for: 2m", "up == 0\n        for: 10m"),
         ("WebhookErrorRate", "[5m]) > 10", "[5m]) > 100"),
+        (
+            "ServiceNearMemoryMax",
+            "> 0.9\n        for: 5m",
+            "> 0.99\n        for: 5m",
+        ),
+        (
+            "ServiceNearMemoryMax",
+            "> 0.9\n        for: 5m",
+            "> 0.9\n        for: 3m",
+        ),
+        (
+            "ServiceNearMemoryMax",
+            "> 0.9\n        for: 5m",
+            "> 0.75\n        for: 5m",
+        ),
     ];
     for (alert, from, to) in mutations {
         assert_eq!(
@@ -64,4 +79,55 @@ fn a_wrong_threshold_in_any_rule_fails_the_rule_tests() {
             "promtool test rules passed with {alert} changed from {from:?} to {to:?}"
         );
     }
+}
+
+#[test]
+fn the_unit_memory_series_are_valid_text_format_for_services_with_a_memory_max_less_inactive_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let cgroups = dir.path().join("cgroups");
+    for (unit, current, max) in [("limited.service", "1000", "2000"), ("unlimited.service", "5", "max")] {
+        std::fs::create_dir_all(cgroups.join(unit)).unwrap();
+        std::fs::write(cgroups.join(unit).join("memory.current"), format!("{current}\n")).unwrap();
+        std::fs::write(cgroups.join(unit).join("memory.max"), format!("{max}\n")).unwrap();
+        std::fs::write(
+            cgroups.join(unit).join("memory.stat"),
+            "anon 600\nfile 400\nactive_file 150\ninactive_file 250\n",
+        )
+        .unwrap();
+    }
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let run = Command::new("sh")
+        .arg(observability().join("unit-memory.sh"))
+        .args([out.to_str().unwrap(), "0"])
+        .env("RAVE_UNIT_CGROUPS", &cgroups)
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let text = std::fs::read_to_string(out.join("unit-memory.prom")).unwrap();
+    assert!(
+        text.contains("rave_unit_memory_working_set_bytes{unit=\"limited.service\"} 750\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("rave_unit_memory_max_bytes{unit=\"limited.service\"} 2000\n"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("unlimited"),
+        "a service without a MemoryMax is left out: {text}"
+    );
+    let check = Command::new("sh")
+        .arg("-c")
+        .arg("promtool check metrics < \"$1\"")
+        .arg("sh")
+        .arg(out.join("unit-memory.prom"))
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
 }

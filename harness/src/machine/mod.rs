@@ -42,6 +42,7 @@ use std::process::Command;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+pub use net::{BurstAnswer, BurstRequest};
 pub use systemd::{parse_properties, UnitSnapshot};
 
 use crate::boot_plan::{self, BootOptions, RunFiles};

@@ -2,12 +2,33 @@
 //! probing its ports, and SSH logins tried as an attacker would.
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use super::{lock, Backend, Machine, GATE_TIMEOUT};
 use crate::error::MachineError;
 use crate::https::{HttpResponse, HttpsClient};
 use crate::ports::free_loopback_port;
 use crate::ssh::{AuthProbe, SshSession};
+
+/// One request of [`Machine::https_burst`].
+#[derive(Debug, Clone)]
+pub struct BurstRequest<'a> {
+    /// Its headers.
+    pub headers: Vec<(&'a str, &'a str)>,
+    /// Its body, if any.
+    pub body: Option<String>,
+}
+
+/// One answer of [`Machine::https_burst`].
+#[derive(Debug)]
+pub struct BurstAnswer {
+    /// When it came, after the burst's first request was sent.
+    pub after: Duration,
+    /// The answer, or why there was none.
+    pub answer: Result<HttpResponse, MachineError>,
+}
 
 impl Machine {
     /// Sends `method path` to the guest's HTTPS port, with the host name its
@@ -19,27 +40,76 @@ impl Machine {
         headers: &[(&str, &str)],
         body: Option<&str>,
     ) -> Result<HttpResponse, MachineError> {
+        let what = format!("sending {method} {path} to {}", self.name);
+        let client = self.https_client(&what)?;
+        let _pass = self.gate.pass(GATE_TIMEOUT).map_err(|e| self.busy(e))?;
+        client
+            .request(method, path, headers, body)
+            .map_err(|e| self.https_error(e))
+    }
+
+    /// Sends `requests` (headers and body of each) as `method path`, up to
+    /// `at_once` at a time on as many connections, as one command at the
+    /// gate (so within an exclusive section they are the section's own);
+    /// for a check of how the guest answers a burst, such as a rate limit.
+    /// The answers are in the order of `requests`, each with when it came
+    /// after the first was sent.
+    pub fn https_burst(
+        &self,
+        method: &str,
+        path: &str,
+        requests: &[BurstRequest<'_>],
+        at_once: usize,
+    ) -> Result<Vec<BurstAnswer>, MachineError> {
+        let what = format!("sending {} x {method} {path} to {}", requests.len(), self.name);
+        let client = self.https_client(&what)?;
+        let _pass = self.gate.pass(GATE_TIMEOUT).map_err(|e| self.busy(e))?;
+        let start = Instant::now();
+        let next = AtomicUsize::new(0);
+        let answers: Vec<_> = requests.iter().map(|_| OnceLock::new()).collect();
+        std::thread::scope(|s| {
+            for _ in 0..at_once.clamp(1, requests.len().max(1)) {
+                s.spawn(|| loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(request) = requests.get(i) else { break };
+                    let answer = client
+                        .request(method, path, &request.headers, request.body.as_deref())
+                        .map_err(|e| self.https_error(e));
+                    let _ = answers[i].set(BurstAnswer {
+                        after: start.elapsed(),
+                        answer,
+                    });
+                });
+            }
+        });
+        Ok(answers
+            .into_iter()
+            .map(|a| a.into_inner().expect("every request was sent"))
+            .collect())
+    }
+
+    /// The guest's HTTPS client, made on first use.
+    fn https_client(&self, what: &str) -> Result<&HttpsClient, MachineError> {
         self.ensure_running()?;
         let (Some(endpoint), Some(addr)) = (&self.image.manifest.https, self.https_addr) else {
             return Err(MachineError::Setup {
-                what: format!("sending {method} {path} to {}", self.name),
+                what: what.to_string(),
                 message: "its image serves no HTTPS (the manifest has no `https`)".into(),
             });
         };
-        let _pass = self.gate.pass(GATE_TIMEOUT).map_err(|e| self.busy(e))?;
-        let https_error = |e: crate::https::HttpsError| MachineError::Https {
+        if let Some(client) = self.https_client.get() {
+            return Ok(client);
+        }
+        let made = HttpsClient::new(self.ca_cert.as_deref(), &endpoint.host, addr, self.command_timeout)
+            .map_err(|e| self.https_error(e))?;
+        Ok(self.https_client.get_or_init(|| made))
+    }
+
+    fn https_error(&self, e: crate::https::HttpsError) -> MachineError {
+        MachineError::Https {
             name: self.name.clone(),
             message: e.to_string(),
-        };
-        let client = match self.https_client.get() {
-            Some(client) => client,
-            None => {
-                let made = HttpsClient::new(self.ca_cert.as_deref(), &endpoint.host, addr, self.command_timeout)
-                    .map_err(https_error)?;
-                self.https_client.get_or_init(|| made)
-            }
-        };
-        client.request(method, path, headers, body).map_err(https_error)
+        }
     }
 
     /// `GET path` over HTTPS (see [`Machine::https`]).
