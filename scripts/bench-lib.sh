@@ -14,10 +14,11 @@ field() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.ar
 stage() { python3 -c 'import json,sys; print(next(s["at"] for s in json.load(open(sys.argv[1]))["boot_stages"] if s["stage"]==sys.argv[2]))' "$1" "$2"; }
 median() { python3 -c 'import statistics,sys; print(f"{statistics.median(float(a) for a in sys.argv[1:]):.2f}")' "$@"; }
 
-# Boots P2 (extra arguments go to `boot`), keeps it up, leaves its description in $work/guest.json.
+# Boots P2 (or $bench_profile; extra arguments go to `boot`), keeps it up,
+# leaves its description in $work/guest.json.
 up() {
   rm -f "$work/guest.json"
-  "$harness" boot --profile p2 --keep "$@" >"$work/guest.json" 2>"$work/boot.err" &
+  "$harness" boot --profile "${bench_profile:-p2}" --keep "$@" >"$work/guest.json" 2>"$work/boot.err" &
   pid=$!
   while [ ! -s "$work/guest.json" ]; do
     kill -0 "$pid" 2>/dev/null || die "boot failed: $(tail -5 "$work/boot.err")"

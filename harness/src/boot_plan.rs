@@ -24,6 +24,8 @@ pub struct BootOptions {
     pub cpus: u32,
     /// The accelerator (see [`crate::accel::decide`]).
     pub accel: Accel,
+    /// The CPU model under TCG (`-cpu`; see [`BootOptions::DEFAULT_TCG_CPU`]).
+    pub tcg_cpu: String,
     /// Kernel arguments appended to the image's command line.
     pub kernel_args: Option<String>,
     /// Where the guest's state directory is made (see [`crate::reaper`]).
@@ -39,6 +41,9 @@ pub struct BootOptions {
 impl BootOptions {
     /// The deadline of each guest command unless said otherwise.
     pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+    /// The CPU model under TCG unless said otherwise: every instruction TCG
+    /// can emulate.
+    pub const DEFAULT_TCG_CPU: &'static str = "max";
 
     /// Defaults for `name`: 3072 MiB, 2 CPUs, TCG, 300 s to boot, 60 s per
     /// command, state directory under `state_root`, removed when the guest goes.
@@ -49,6 +54,7 @@ impl BootOptions {
             ram_mb: 3072,
             cpus: 2,
             accel: Accel::Tcg,
+            tcg_cpu: Self::DEFAULT_TCG_CPU.into(),
             kernel_args: None,
             state_root: state_root.into(),
             keep_state: false,
@@ -111,6 +117,7 @@ pub fn command(image: &Image, options: &BootOptions, run: &RunFiles) -> QemuComm
         binary: options.tools.qemu.clone(),
         name: options.name.clone(),
         accel: options.accel,
+        tcg_cpu: options.tcg_cpu.clone(),
         ram_mb: options.ram_mb,
         cpus: options.cpus,
         kernel: image.kernel(),
@@ -183,6 +190,11 @@ mod tests {
         let mut args = options();
         args.kernel_args = Some("quiet".into());
         assert_ne!(shape(&image(true), &options()), shape(&image(true), &args));
+        let mut cpu = options();
+        cpu.tcg_cpu = "Nehalem".into();
+        assert_ne!(shape(&image(true), &options()), shape(&image(true), &cpu));
+        let argv = command(&image(true), &cpu, &RunFiles::placeholder()).argv().join(" ");
+        assert!(argv.contains("-cpu Nehalem"), "{argv}");
     }
 
     #[test]

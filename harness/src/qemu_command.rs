@@ -42,6 +42,9 @@ pub struct QemuCommand {
     pub name: String,
     /// The accelerator.
     pub accel: Accel,
+    /// The CPU model QEMU emulates under TCG (`max`, or a named model such as
+    /// `Nehalem`); under KVM the host's CPU is passed through instead.
+    pub tcg_cpu: String,
     /// Guest RAM in MiB.
     pub ram_mb: u32,
     /// Guest CPUs.
@@ -141,12 +144,12 @@ impl QemuCommand {
     /// TCG: multi-threaded (the default, but said), with a 192 MiB translation
     /// cache instead of about 1 GiB: QEMU's RSS for a 3072 MiB P2 guest is
     /// about 0.9 GiB instead of 1.4 (256 MiB: 1.0 GiB; smaller: slower boots;
-    /// see BENCHMARKS.md). `-cpu max` gives the guest every instruction TCG
-    /// can emulate (Node needs more than the qemu64 baseline).
+    /// see BENCHMARKS.md). The CPU model is `tcg_cpu` (`max` by default: every
+    /// instruction TCG can emulate; Node needs more than the qemu64 baseline).
     fn accel_args(&self) -> Vec<String> {
         match self.accel {
             Accel::Kvm => args(&["-accel", "kvm", "-cpu", "host"]),
-            Accel::Tcg => args(&["-accel", "tcg,thread=multi,tb-size=192", "-cpu", "max"]),
+            Accel::Tcg => args(&["-accel", "tcg,thread=multi,tb-size=192", "-cpu", &self.tcg_cpu]),
         }
     }
 
@@ -238,6 +241,7 @@ mod tests {
             binary: "/usr/bin/qemu-system-x86_64".into(),
             name: "rave-p0".into(),
             accel,
+            tcg_cpu: "max".into(),
             ram_mb: 3072,
             cpus: 2,
             kernel: "/cache/images/debian-p0-0123/vmlinuz".into(),

@@ -43,8 +43,9 @@ pub const PORT_ATTEMPTS: u32 = 3;
 /// How long a guest to be saved may take to become quiet once its contract is up.
 pub const QUIET_TIMEOUT: Duration = Duration::from_secs(120);
 /// Cold boots tried for a saved state in which no unit of the contract restarted
-/// (claude-code-router's Node crashes once at start in about half the cold boots under
-/// TCG: 6 all crashing is about 1.6% at that rate).
+/// (claude-code-router's Node crashed at start in none to about half of the cold boots
+/// under TCG, by machine, QEMU and CPU model, BENCHMARKS.md: 6 all crashing is about 1.6%
+/// at one in two).
 pub const SAVE_ATTEMPTS: u32 = 6;
 /// How long saving a guest's state may take.
 pub const SAVE_TIMEOUT: Duration = Duration::from_secs(120);

@@ -50,6 +50,10 @@ pub struct Settings {
     /// (`RAVE_KERNEL_ARGS`, e.g. `systemd.log_level=debug`), for debugging a
     /// boot or measuring a change to it before it goes into an image.
     pub kernel_args: Option<String>,
+    /// The CPU model QEMU emulates under TCG (`RAVE_TCG_CPU`, `max` unless
+    /// set; e.g. `Nehalem` for a CPU without AVX), for measuring what a guest
+    /// does on a narrower CPU (BENCHMARKS.md, claude-code-router's crash).
+    pub tcg_cpu: String,
     /// The image flavor (`RAVE_FLAVOR`, debian unless nixos).
     pub flavor: Flavor,
     /// Boot every guest cold instead of restoring a saved state (`RAVE_COLD=1`).
@@ -144,6 +148,17 @@ impl Settings {
                 });
             }
         }
+        let tcg_cpu = get("RAVE_TCG_CPU").unwrap_or_else(|| BootOptions::DEFAULT_TCG_CPU.into());
+        if !tcg_cpu
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.+=,".contains(c))
+        {
+            return Err(SettingsError {
+                var: "RAVE_TCG_CPU",
+                value: tcg_cpu,
+                expected: "a QEMU CPU model with optional features (e.g. `max`, `Nehalem`, `Haswell-noTSX,-avx2`); `qemu-system-x86_64 -cpu help` lists them".into(),
+            });
+        }
         let flavor = match get("RAVE_FLAVOR").as_deref() {
             None | Some("debian") => Flavor::Debian,
             Some("nixos") => Flavor::Nixos,
@@ -181,6 +196,7 @@ impl Settings {
             accel,
             safe_mode,
             kernel_args,
+            tcg_cpu,
             flavor,
             cold,
             keep_state: switch("RAVE_KEEP_STATE", "keep each guest's state directory", "remove it")?,
@@ -217,6 +233,7 @@ impl Settings {
         options.cpus = self.cpus;
         options.accel = accel;
         options.kernel_args = self.kernel_args.clone();
+        options.tcg_cpu = self.tcg_cpu.clone();
         options.keep_state = self.keep_state;
         options
     }
@@ -306,6 +323,7 @@ mod tests {
             ("SAFE", "yes"),
             ("RAVE_ACCEL", "hvf"),
             ("RAVE_KERNEL_ARGS", "a\nb"),
+            ("RAVE_TCG_CPU", "max -smp 8"),
             ("RAVE_FLAVOR", "arch"),
             ("RAVE_COLD", "yes"),
             ("RAVE_KEEP_STATE", "please"),
@@ -320,5 +338,12 @@ mod tests {
         let s = settings(&[("RAVE_KERNEL_ARGS", " mitigations=off  audit=0 ")]).unwrap();
         assert_eq!(s.kernel_args.as_deref(), Some("mitigations=off  audit=0"));
         assert_eq!(settings(&[]).unwrap().kernel_args, None);
+    }
+
+    #[test]
+    fn the_tcg_cpu_is_max_unless_named() {
+        assert_eq!(settings(&[]).unwrap().tcg_cpu, "max");
+        let s = settings(&[("RAVE_TCG_CPU", "Haswell-noTSX,-avx2")]).unwrap();
+        assert_eq!(s.tcg_cpu, "Haswell-noTSX,-avx2");
     }
 }
