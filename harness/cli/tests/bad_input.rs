@@ -42,6 +42,8 @@ fn harness(env: &[(&str, &str)], args: &[&str], images: Option<&Path>) -> (Optio
         "RAVE_FLAVOR",
         "RAVE_COLD",
         "RAVE_QEMU",
+        "RAVE_TCG_CPU",
+        "RAVE_KERNEL_ARGS",
     ] {
         command.env_remove(var);
     }

@@ -23,7 +23,7 @@ proptest! {
     fn settings_never_panic_and_name_the_variable(
         var in prop::sample::select(vec![
             "QEMU_RAM_MB", "QEMU_CPUS", "SAFE", "RAVE_ACCEL", "RAVE_FLAVOR", "RAVE_COLD",
-            "RAVE_KEEP_STATE", "RAVE_ALLOW_FAULTS", "RAVE_KERNEL_ARGS",
+            "RAVE_KEEP_STATE", "RAVE_ALLOW_FAULTS", "RAVE_KERNEL_ARGS", "RAVE_TCG_CPU",
         ]),
         value in ".{0,12}",
     ) {
