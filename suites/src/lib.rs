@@ -9,6 +9,7 @@ pub mod case;
 pub mod catalog;
 pub mod checks;
 pub mod dashboards;
+pub mod durations;
 pub mod http_health;
 pub mod nft;
 pub mod p2_observability;

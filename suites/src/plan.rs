@@ -14,6 +14,7 @@ use rave_harness::runner::events::{Event, EventSink};
 use rave_harness::runner::{RunOptions, Trial, TrialKind};
 use rave_harness::steps::StepPhase;
 
+use crate::durations::Durations;
 use crate::{alert_cycle, catalog};
 
 /// How many of a shared guest's cases run at once, each over an SSH connection of its own.
@@ -25,8 +26,21 @@ pub const POWER_OFF_TIMEOUT: Duration = Duration::from_secs(30);
 /// Every trial of `profiles`: each case on each of its profiles, then (with
 /// `faults`, and P2 among the profiles) the alert's fire-and-resolve trial
 /// ([`alert_cycle`]), and each case's fault test on the
-/// first of its profiles selected.
+/// first of its profiles selected. Each is expected to take what the
+/// committed durations table says (its median for a trial it lacks), which
+/// orders the guests' lanes, longest first.
 pub fn trials(profiles: &[Profile], faults: bool) -> Vec<Trial> {
+    let durations = Durations::committed();
+    listed(profiles, faults)
+        .into_iter()
+        .map(|t| {
+            let expected = Duration::from_secs_f64(durations.seconds(&t.name));
+            t.expected_to_take(expected)
+        })
+        .collect()
+}
+
+fn listed(profiles: &[Profile], faults: bool) -> Vec<Trial> {
     let cases = catalog::all();
     let mut out = Vec::new();
     for profile in profiles {
@@ -129,12 +143,13 @@ pub fn on_attached_target(trials: Vec<Trial>, target: &str, allow_faults: bool) 
 }
 
 /// The runner's options for a run with `settings`: guests side by side as
-/// far as the host's CPUs and memory allow, named `rave-…`; no reruns, no
+/// `RAVE_GUESTS_AT_ONCE` says or else the host's CPUs allow, as far as its
+/// memory allows, named `rave-…`; no reruns, no
 /// attachments (the CLI's `--retries` and `--attachments` set those).
 pub fn run_options(settings: &Settings) -> RunOptions {
     RunOptions {
         cases_at_once: CASES_AT_ONCE,
-        guests_at_once: HostResources::read().guests_at_once(settings.ram_mb, settings.cpus),
+        guests_at_once: HostResources::read().guests_at_once(settings.ram_mb, settings.cpus, settings.guests_at_once),
         power_off_timeout: POWER_OFF_TIMEOUT,
         guest_prefix: "rave".into(),
         retries: 0,

@@ -43,6 +43,7 @@ fn harness(env: &[(&str, &str)], args: &[&str], images: Option<&Path>) -> (Optio
         "RAVE_COLD",
         "RAVE_QEMU",
         "RAVE_TCG_CPU",
+        "RAVE_GUESTS_AT_ONCE",
         "RAVE_KERNEL_ARGS",
     ] {
         command.env_remove(var);

@@ -20,6 +20,8 @@ use crate::profiles::{Flavor, SafeValues};
 pub const DEFAULT_RAM_MB: u32 = 3072;
 /// Guest CPUs when `QEMU_CPUS` is unset.
 pub const DEFAULT_CPUS: u32 = 2;
+/// The most guests `RAVE_GUESTS_AT_ONCE` asks for.
+pub const MAX_GUESTS_AT_ONCE: usize = 16;
 /// Below this a guest of the contract cannot boot (PostgreSQL and Prometheus alone need it).
 pub const MIN_RAM_MB: u32 = 512;
 
@@ -54,6 +56,10 @@ pub struct Settings {
     /// set; e.g. `Nehalem` for a CPU without AVX), for measuring what a guest
     /// does on a narrower CPU (BENCHMARKS.md, claude-code-router's crash).
     pub tcg_cpu: String,
+    /// How many guests run side by side (`RAVE_GUESTS_AT_ONCE`, 1 to
+    /// [`MAX_GUESTS_AT_ONCE`]); `None` leaves it to the host's CPUs and memory
+    /// ([`rave_harness::host::HostResources::guests_at_once`]). Memory bounds it either way.
+    pub guests_at_once: Option<usize>,
     /// The image flavor (`RAVE_FLAVOR`, debian unless nixos).
     pub flavor: Flavor,
     /// Boot every guest cold instead of restoring a saved state (`RAVE_COLD=1`).
@@ -159,6 +165,21 @@ impl Settings {
                 expected: "a QEMU CPU model with optional features (e.g. `max`, `Nehalem`, `Haswell-noTSX,-avx2`); `qemu-system-x86_64 -cpu help` lists them".into(),
             });
         }
+        let guests_at_once = match get("RAVE_GUESTS_AT_ONCE") {
+            None => None,
+            Some(text) => match text.parse::<usize>() {
+                Ok(n) if (1..=MAX_GUESTS_AT_ONCE).contains(&n) => Some(n),
+                _ => {
+                    return Err(SettingsError {
+                        var: "RAVE_GUESTS_AT_ONCE",
+                        value: text,
+                        expected: format!(
+                            "a whole number from 1 to {MAX_GUESTS_AT_ONCE} (unset: as many as the host's CPUs and memory allow)"
+                        ),
+                    })
+                }
+            },
+        };
         let flavor = match get("RAVE_FLAVOR").as_deref() {
             None | Some("debian") => Flavor::Debian,
             Some("nixos") => Flavor::Nixos,
@@ -197,6 +218,7 @@ impl Settings {
             safe_mode,
             kernel_args,
             tcg_cpu,
+            guests_at_once,
             flavor,
             cold,
             keep_state: switch("RAVE_KEEP_STATE", "keep each guest's state directory", "remove it")?,
@@ -324,6 +346,9 @@ mod tests {
             ("RAVE_ACCEL", "hvf"),
             ("RAVE_KERNEL_ARGS", "a\nb"),
             ("RAVE_TCG_CPU", "max -smp 8"),
+            ("RAVE_GUESTS_AT_ONCE", "0"),
+            ("RAVE_GUESTS_AT_ONCE", "17"),
+            ("RAVE_GUESTS_AT_ONCE", "two"),
             ("RAVE_FLAVOR", "arch"),
             ("RAVE_COLD", "yes"),
             ("RAVE_KEEP_STATE", "please"),
@@ -338,6 +363,15 @@ mod tests {
         let s = settings(&[("RAVE_KERNEL_ARGS", " mitigations=off  audit=0 ")]).unwrap();
         assert_eq!(s.kernel_args.as_deref(), Some("mitigations=off  audit=0"));
         assert_eq!(settings(&[]).unwrap().kernel_args, None);
+    }
+
+    #[test]
+    fn guests_at_once_is_left_to_the_host_unless_given() {
+        assert_eq!(settings(&[]).unwrap().guests_at_once, None);
+        assert_eq!(
+            settings(&[("RAVE_GUESTS_AT_ONCE", "3")]).unwrap().guests_at_once,
+            Some(3)
+        );
     }
 
     #[test]

@@ -24,6 +24,7 @@ proptest! {
         var in prop::sample::select(vec![
             "QEMU_RAM_MB", "QEMU_CPUS", "SAFE", "RAVE_ACCEL", "RAVE_FLAVOR", "RAVE_COLD",
             "RAVE_KEEP_STATE", "RAVE_ALLOW_FAULTS", "RAVE_KERNEL_ARGS", "RAVE_TCG_CPU",
+            "RAVE_GUESTS_AT_ONCE",
         ]),
         value in ".{0,12}",
     ) {

@@ -69,6 +69,12 @@ impl Machine {
     /// one command per poll. Fails at once, as [`Machine::wait_for_unit`] does,
     /// on the first unit that is failed, stopped with no job queued, or not found.
     pub fn wait_for_units(&self, units: &[&str], timeout: Duration) -> Result<(), MachineError> {
+        self.wait_for_unit_states(units, false, timeout)
+    }
+
+    /// [`Machine::wait_for_units`], and with `until_idle` also until systemd
+    /// has no job left: both read by the same command on each poll.
+    fn wait_for_unit_states(&self, units: &[&str], until_idle: bool, timeout: Duration) -> Result<(), MachineError> {
         let quoted: Vec<String> = units.iter().map(|u| quote(u)).collect();
         // Jobs first, states second: a job that finishes between the two reads
         // leaves its unit active, so "no job, and inactive" cannot be a race.
@@ -80,6 +86,10 @@ impl Machine {
             [unit] => format!("unit {unit} to be active"),
             _ => format!("units {} to be active", units.join(", ")),
         };
+        let what = match until_idle {
+            true => format!("{what} and systemd to have no job left"),
+            false => what,
+        };
         self.wait_until(&what, timeout, Duration::from_millis(250), || {
             let out = match self.execute(&probe) {
                 Ok(out) if out.status == 0 => out,
@@ -87,8 +97,8 @@ impl Machine {
                 Err(e @ MachineError::QemuExited { .. }) => return Poll::Abort(e),
                 Err(e) => return Poll::Pending(e.to_string()),
             };
-            let states = match unit_states(&out.stdout, units) {
-                Ok(states) => states,
+            let (states, jobs) = match unit_states(&out.stdout, units) {
+                Ok(read) => read,
                 Err(why) => return Poll::Pending(format!("the units probe was incomplete: {why}")),
             };
             let mut waiting = Vec::new();
@@ -106,10 +116,12 @@ impl Machine {
                     }
                 }
             }
-            if waiting.is_empty() {
-                Poll::Ready(())
-            } else {
+            if !waiting.is_empty() {
                 Poll::Pending(waiting.join("; "))
+            } else if until_idle && !jobs.is_empty() {
+                Poll::Pending(format!("every unit active; jobs left: {}", jobs.join("; ")))
+            } else {
+                Poll::Ready(())
             }
         })
     }
@@ -117,13 +129,8 @@ impl Machine {
     /// Waits until every unit of the image's components is active and
     /// systemd has no job left (the boot stage `contract`).
     pub fn wait_for_components(&self, timeout: Duration) -> Result<(), MachineError> {
-        let deadline = std::time::Instant::now() + timeout;
         let units = self.image.manifest.units();
-        self.wait_for_units(&units, deadline.saturating_duration_since(std::time::Instant::now()))?;
-        self.wait_until_succeeds(
-            "jobs=$(systemctl list-jobs --no-legend); test -z \"$jobs\"",
-            deadline.saturating_duration_since(std::time::Instant::now()),
-        )?;
+        self.wait_for_unit_states(&units, true, timeout)?;
         self.reach_stage("contract");
         Ok(())
     }
@@ -393,13 +400,19 @@ impl UnitState {
 /// `systemctl show` blocks): one state per asked unit. An output that is not
 /// a whole probe (no mark, a block missing or cut) is an error: it says
 /// nothing of the units, so the wait keeps looking.
-fn unit_states(output: &str, units: &[&str]) -> Result<Vec<UnitState>, String> {
+fn unit_states(output: &str, units: &[&str]) -> Result<(Vec<UnitState>, Vec<String>), String> {
     let (jobs, shown) = output
         .split_once(MARK)
         .ok_or_else(|| format!("no {MARK} mark in {output:?}"))?;
-    let queued: Vec<&str> = jobs.lines().filter_map(|l| l.split_whitespace().nth(1)).collect();
+    let jobs: Vec<String> = jobs
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect();
+    let queued: Vec<&str> = jobs.iter().filter_map(|l| l.split_whitespace().nth(1)).collect();
     let blocks = show_blocks(shown, units, &["LoadState", "ActiveState", "SubState"])?;
-    Ok(units
+    let states = units
         .iter()
         .zip(blocks)
         .map(|(unit, props)| UnitState {
@@ -409,7 +422,8 @@ fn unit_states(output: &str, units: &[&str]) -> Result<Vec<UnitState>, String> {
             sub: props["SubState"].clone(),
             job_queued: queued.contains(unit),
         })
-        .collect())
+        .collect();
+    Ok((states, jobs))
 }
 
 #[cfg(test)]
@@ -451,16 +465,21 @@ SubState=dead
 
     #[test]
     fn the_units_probe_reads_the_blocks_in_the_asked_order() {
-        let states = unit_states(PROBE, &ASKED).unwrap();
+        let (states, jobs) = unit_states(PROBE, &ASKED).unwrap();
         assert_eq!(states.iter().map(|s| s.unit.as_str()).collect::<Vec<_>>(), ASKED);
         let queued: Vec<bool> = states.iter().map(|s| s.job_queued).collect();
         assert_eq!(queued, [false, true, false, false, false]);
+        // The jobs as listed, for a wait until none is left.
+        assert_eq!(jobs, ["12 postgresql@15-main.service start running"]);
+        let idle = PROBE.replace("12 postgresql@15-main.service start running\n", "");
+        assert!(unit_states(&idle, &ASKED).unwrap().1.is_empty());
     }
 
     #[test]
     fn active_waits_on_a_job_and_stuck_is_failed_missing_or_idle() {
         let verdicts: Vec<UnitVerdict> = unit_states(PROBE, &ASKED)
             .unwrap()
+            .0
             .iter()
             .map(UnitState::verdict)
             .collect();

@@ -211,7 +211,7 @@ pub fn run(trials: &[Trial], guests: &dyn Guests, options: &RunOptions, events: 
     let done = Mutex::new(done);
     let to_rerun: Mutex<HashMap<usize, Attempt>> = Mutex::new(HashMap::new());
     schedule::run_lanes(
-        schedule::lanes(trials, &runnable),
+        schedule::lanes(trials, &runnable, options.cases_at_once),
         options.cases_at_once,
         options.guests_at_once,
         |index| match run.trial(&trials[index]) {

@@ -3,15 +3,20 @@
 //! A group's case trials form one lane (they share the group's guest and run
 //! at once up to `cases_at_once`, those that wait long first); each fault
 //! trial is a lane of its own (it boots its own guest). Lanes run side by
-//! side up to `guests_at_once`, in the order of their first trial.
+//! side up to `guests_at_once`, the longest expected first (a lane of cases
+//! is expected to take the sum of its trials' [`Trial::expected`] over the
+//! cases it runs at once), so the last lane to start is a short one; lanes
+//! expected to take the same (or with nothing known) keep the order of
+//! their first trial.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
 
 use super::trial::{Trial, TrialKind};
 
-/// Trials (indices into `trials`, of those in `runnable`) grouped into lanes.
-pub(super) fn lanes(trials: &[Trial], runnable: &[usize]) -> Vec<Vec<usize>> {
+/// Trials (indices into `trials`, of those in `runnable`) grouped into
+/// lanes, the longest expected first; a lane runs `per_lane` cases at once.
+pub(super) fn lanes(trials: &[Trial], runnable: &[usize], per_lane: usize) -> Vec<Vec<usize>> {
     let mut lanes: Vec<Vec<usize>> = Vec::new();
     let mut by_group: BTreeMap<&str, usize> = BTreeMap::new();
     for &index in runnable {
@@ -31,7 +36,20 @@ pub(super) fn lanes(trials: &[Trial], runnable: &[usize]) -> Vec<Vec<usize>> {
         // Stable: the long waits first, each part in the order given.
         lane.sort_by_key(|&index| !trials[index].waits_long);
     }
+    // Stable: equal lanes keep the order of their first trial.
+    lanes.sort_by(|a, b| expected(trials, b, per_lane).total_cmp(&expected(trials, a, per_lane)));
     lanes
+}
+
+/// The seconds a lane is expected to take: its trials' expectations (none
+/// known counts 0) over the trials it runs at once.
+fn expected(trials: &[Trial], lane: &[usize], per_lane: usize) -> f64 {
+    let sum: f64 = lane
+        .iter()
+        .filter_map(|&index| trials[index].expected)
+        .map(|d| d.as_secs_f64())
+        .sum();
+    sum / per_lane.clamp(1, lane.len().max(1)) as f64
 }
 
 /// Runs every lane's trials with `run_one`: lanes side by side up to
@@ -80,8 +98,31 @@ mod tests {
             trial(TrialKind::Case, "p0", "d", false),
         ];
         let all: Vec<usize> = (0..trials.len()).collect();
-        assert_eq!(lanes(&trials, &all), vec![vec![2, 0, 4], vec![1], vec![3]]);
-        assert_eq!(lanes(&trials, &[1, 3]), vec![vec![1], vec![3]]);
+        assert_eq!(lanes(&trials, &all, 4), vec![vec![2, 0, 4], vec![1], vec![3]]);
+        assert_eq!(lanes(&trials, &[1, 3], 4), vec![vec![1], vec![3]]);
+    }
+
+    #[test]
+    fn the_longest_expected_lane_starts_first() {
+        let secs = |t: Trial, s: u64| t.expected_to_take(std::time::Duration::from_secs(s));
+        let trials = vec![
+            secs(trial(TrialKind::Case, "p0", "a", false), 40),
+            secs(trial(TrialKind::Case, "p0", "b", false), 40),
+            secs(trial(TrialKind::Fault, "p0", "a", false), 30),
+            secs(trial(TrialKind::Fault, "p0", "b", false), 90),
+            trial(TrialKind::Fault, "p0", "c", false),
+            secs(trial(TrialKind::Fault, "p0", "d", false), 30),
+        ];
+        let all: Vec<usize> = (0..trials.len()).collect();
+        // The cases' lane runs its two at once: 40 s. Equal lanes keep their
+        // order; a lane with nothing known comes last.
+        assert_eq!(
+            lanes(&trials, &all, 4),
+            vec![vec![3], vec![0, 1], vec![2], vec![5], vec![4]]
+        );
+        // One case at a time: 80 s.
+        assert_eq!(lanes(&trials, &all, 1)[0], vec![3]);
+        assert_eq!(lanes(&trials, &all, 1)[1], vec![0, 1]);
     }
 
     #[test]

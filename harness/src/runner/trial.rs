@@ -2,6 +2,7 @@
 //! case) or on a fresh guest of its own (a fault test, which breaks it).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -43,6 +44,11 @@ pub struct Trial {
     /// Starts before the others of its guest: it waits long (for a scrape,
     /// say), and the shorter ones fill the wait.
     pub waits_long: bool,
+    /// What the trial is expected to take (a past run's measure, e.g. the
+    /// rave suites' `durations.json`), or `None` when unknown. Lanes of
+    /// guests start longest first by it, so the longest is not the last to
+    /// start (see [`super::RunOptions::guests_at_once`]); nothing is judged by it.
+    pub expected: Option<Duration>,
     /// The check.
     pub check: Check,
 }
@@ -81,6 +87,7 @@ impl Trial {
             needs: Vec::new(),
             ignored: None,
             waits_long: false,
+            expected: None,
             check,
         }
     }
@@ -100,6 +107,13 @@ impl Trial {
     /// The same trial, started before the others of its guest.
     pub fn waiting_long(mut self, waits_long: bool) -> Self {
         self.waits_long = waits_long;
+        self
+    }
+
+    /// The same trial, expected to take `expected` (only its lane's start
+    /// order depends on it).
+    pub fn expected_to_take(mut self, expected: Duration) -> Self {
+        self.expected = Some(expected);
         self
     }
 }
