@@ -33,9 +33,9 @@ pub fn trials(profiles: &[Profile], faults: bool) -> Vec<Trial> {
     let durations = Durations::committed();
     listed(profiles, faults)
         .into_iter()
-        .map(|t| {
-            let expected = Duration::from_secs_f64(durations.seconds(&t.name));
-            t.expected_to_take(expected)
+        .map(|t| match Duration::try_from_secs_f64(durations.seconds(&t.name)) {
+            Ok(expected) => t.expected_to_take(expected),
+            Err(_) => t,
         })
         .collect()
 }
@@ -143,13 +143,20 @@ pub fn on_attached_target(trials: Vec<Trial>, target: &str, allow_faults: bool) 
 }
 
 /// The runner's options for a run with `settings`: guests side by side as
-/// `RAVE_GUESTS_AT_ONCE` says or else the host's CPUs allow, as far as its
-/// memory allows, named `rave-…`; no reruns, no
+/// `RAVE_GUESTS_AT_ONCE` says, else two guest CPUs per host CPU, as far as
+/// the host's memory allows (one at a time against an attached target),
+/// named `rave-…`; no reruns, no
 /// attachments (the CLI's `--retries` and `--attachments` set those).
 pub fn run_options(settings: &Settings) -> RunOptions {
+    // An attached target is one machine: its lanes (its cases, and fault
+    // tests when allowed, which break it) run one after another.
+    let guests_at_once = match settings.attach {
+        Some(_) => 1,
+        None => HostResources::read().guests_at_once(settings.ram_mb, settings.cpus, settings.guests_at_once),
+    };
     RunOptions {
         cases_at_once: CASES_AT_ONCE,
-        guests_at_once: HostResources::read().guests_at_once(settings.ram_mb, settings.cpus, settings.guests_at_once),
+        guests_at_once,
         power_off_timeout: POWER_OFF_TIMEOUT,
         guest_prefix: "rave".into(),
         retries: 0,
@@ -221,6 +228,18 @@ mod tests {
         );
         let p0_only = trials(&[Profile::P0], true);
         assert!(!p0_only.iter().any(|t| t.name.contains(alert_cycle::TRIAL)));
+    }
+
+    #[test]
+    fn an_attached_target_gets_one_lane_at_a_time_whatever_is_asked() {
+        let vars = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (std::ffi::OsString::from(k), std::ffi::OsString::from(v)))
+                .collect()
+        };
+        let attached = Settings::from_vars(&vars(&[("RAVE_ATTACH", "g.json"), ("RAVE_GUESTS_AT_ONCE", "4")])).unwrap();
+        assert_eq!(run_options(&attached).guests_at_once, 1);
     }
 
     #[test]

@@ -78,8 +78,9 @@ impl Machine {
         let quoted: Vec<String> = units.iter().map(|u| quote(u)).collect();
         // Jobs first, states second: a job that finishes between the two reads
         // leaves its unit active, so "no job, and inactive" cannot be a race.
+        // A failed read of the jobs leaves the mark out: no verdict, not "no jobs".
         let probe = format!(
-            "systemctl list-jobs --no-legend --plain; echo {MARK}; systemctl show -p LoadState -p ActiveState -p SubState {}",
+            "systemctl list-jobs --no-legend --plain && echo {MARK} && systemctl show -p LoadState -p ActiveState -p SubState {}",
             quoted.join(" ")
         );
         let what = match units {

@@ -5,7 +5,8 @@
 //! trial is a lane of its own (it boots its own guest). Lanes run side by
 //! side up to `guests_at_once`, the longest expected first (a lane of cases
 //! is expected to take the sum of its trials' [`Trial::expected`] over the
-//! cases it runs at once), so the last lane to start is a short one; lanes
+//! cases it runs at once, and no less than its longest), so the last lane
+//! to start is a short one; lanes
 //! expected to take the same (or with nothing known) keep the order of
 //! their first trial.
 
@@ -42,14 +43,16 @@ pub(super) fn lanes(trials: &[Trial], runnable: &[usize], per_lane: usize) -> Ve
 }
 
 /// The seconds a lane is expected to take: its trials' expectations (none
-/// known counts 0) over the trials it runs at once.
+/// known counts 0) over the trials it runs at once, and no less than its
+/// longest trial.
 fn expected(trials: &[Trial], lane: &[usize], per_lane: usize) -> f64 {
-    let sum: f64 = lane
+    let seconds: Vec<f64> = lane
         .iter()
         .filter_map(|&index| trials[index].expected)
         .map(|d| d.as_secs_f64())
-        .sum();
-    sum / per_lane.clamp(1, lane.len().max(1)) as f64
+        .collect();
+    let spread = seconds.iter().sum::<f64>() / per_lane.clamp(1, lane.len().max(1)) as f64;
+    seconds.into_iter().fold(spread, f64::max)
 }
 
 /// Runs every lane's trials with `run_one`: lanes side by side up to
@@ -123,6 +126,10 @@ mod tests {
         // One case at a time: 80 s.
         assert_eq!(lanes(&trials, &all, 1)[0], vec![3]);
         assert_eq!(lanes(&trials, &all, 1)[1], vec![0, 1]);
+        // A lane takes no less than its longest trial: 100 s, however many at once.
+        let mut long = trials.clone();
+        long[1] = secs(trial(TrialKind::Case, "p0", "b", false), 100);
+        assert_eq!(lanes(&long, &all, 4)[0], vec![0, 1]);
     }
 
     #[test]
