@@ -87,9 +87,10 @@ impl Machine {
             [unit] => format!("unit {unit} to be active"),
             _ => format!("units {} to be active", units.join(", ")),
         };
-        let what = match until_idle {
-            true => format!("{what} and systemd to have no job left"),
-            false => what,
+        let what = if until_idle {
+            format!("{what} and systemd to have no job left")
+        } else {
+            what
         };
         self.wait_until(&what, timeout, Duration::from_millis(250), || {
             let out = match self.execute(&probe) {

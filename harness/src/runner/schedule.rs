@@ -37,22 +37,25 @@ pub(super) fn lanes(trials: &[Trial], runnable: &[usize], per_lane: usize) -> Ve
         // Stable: the long waits first, each part in the order given.
         lane.sort_by_key(|&index| !trials[index].waits_long);
     }
-    // Stable: equal lanes keep the order of their first trial.
-    lanes.sort_by(|a, b| expected(trials, b, per_lane).total_cmp(&expected(trials, a, per_lane)));
-    lanes
+    // Each lane's expectation read once; stable: equal lanes keep the order of their first trial.
+    let mut costed: Vec<(f64, Vec<usize>)> = lanes
+        .into_iter()
+        .map(|lane| (expected(trials, &lane, per_lane), lane))
+        .collect();
+    costed.sort_by(|a, b| b.0.total_cmp(&a.0));
+    costed.into_iter().map(|(_, lane)| lane).collect()
 }
 
 /// The seconds a lane is expected to take: its trials' expectations (none
 /// known counts 0) over the trials it runs at once, and no less than its
 /// longest trial.
 fn expected(trials: &[Trial], lane: &[usize], per_lane: usize) -> f64 {
-    let seconds: Vec<f64> = lane
+    let (sum, longest) = lane
         .iter()
         .filter_map(|&index| trials[index].expected)
         .map(|d| d.as_secs_f64())
-        .collect();
-    let spread = seconds.iter().sum::<f64>() / per_lane.clamp(1, lane.len().max(1)) as f64;
-    seconds.into_iter().fold(spread, f64::max)
+        .fold((0.0, 0.0_f64), |(sum, longest), s| (sum + s, longest.max(s)));
+    longest.max(sum / per_lane.clamp(1, lane.len().max(1)) as f64)
 }
 
 /// Runs every lane's trials with `run_one`: lanes side by side up to
