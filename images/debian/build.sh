@@ -32,7 +32,13 @@ cache=""
 prepare=0
 
 usage() { echo "usage: $0 --profile p0|p1|p2 --out DIR --cache DIR, or $0 --prepare --cache DIR" >&2; exit 2; }
-die() { echo "build.sh: $*" >&2; exit 2; }
+die() { # says which build, as several run at once
+  local who=build.sh
+  if [ -n "$profile" ]; then who+=" $profile"; fi
+  if [ "$prepare" = 1 ]; then who+=" --prepare"; fi
+  echo "$who: $*" >&2
+  exit 2
+}
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -81,15 +87,24 @@ if [ "$prepare" = 0 ]; then
   rootfs="$out/rootfs"
   mkdir -p "$stage"
   (umask 077 && mkdir -p "$secrets_plain")
-  cleanup() { rm -rf "$stage" "$secrets_plain" "$rootfs" "$out/disk.raw"; }
+  cleanup() {
+    # The rootfs may still be going in the background (below): wait for it first.
+    if [ -n "${removing_rootfs:-}" ]; then wait "$removing_rootfs" 2>/dev/null || :; fi
+    rm -rf "$stage" "$secrets_plain" "$rootfs" "$out/disk.raw"
+  }
   trap cleanup EXIT
 fi
 
 # --- base layer: cached, shared by every profile ------------------------------
 base_hash=$(cat "$here/base-packages.txt" "$here/base-customize.sh" "$here"/files/base/* | sha256sum | cut -c1-16)
 base_tar="$cache/layers/base-$base_hash.tar"
+# Another build (another profile, or scripts/run's --prepare) may be making
+# it: waited for, 30 minutes at most (it took 347 s beside a compile).
 exec 9>"$cache/layers/.base.lock"
-flock 9
+if ! flock -n 9; then
+  step "base layer: another build is making it; waiting"
+  flock -w 1800 9 || die "another build held the base layer's lock ($cache/layers/.base.lock) for 30 minutes: is one stuck?"
+fi
 if [ ! -s "$base_tar" ]; then
   packages=$(tr -s ' \n' ',' <"$here/base-packages.txt" | sed 's/^,//; s/,$//')
   step "base layer: mmdebstrap bookworm ($(wc -w <"$here/base-packages.txt") packages)"
@@ -117,6 +132,9 @@ flock -u 9
 # build, or scripts/run's --prepare, may be at it too); npm's own cache, which
 # `npm install` reads and fills, is safe to share.
 exec 8>"$cache/npm/.lock"
+lock_npm() {
+  flock -w 600 8 || die "another build held the npm downloads' lock ($cache/npm/.lock) for 10 minutes: is one stuck?"
+}
 npm_tarball() { # PACKAGE@VERSION -> path of its tarball in the cache, fetched once
   local spec=$1 name
   name=$(printf '%s' "${spec%@*}" | sed 's#^@##; s#/#-#')-${spec##*@}.tgz
@@ -124,7 +142,9 @@ npm_tarball() { # PACKAGE@VERSION -> path of its tarball in the cache, fetched o
     # Packed beside the cache and moved in whole: a cut fetch leaves no part.
     rm -rf "$cache/npm/.pack"
     mkdir "$cache/npm/.pack"
-    (cd "$cache/npm/.pack" && npm pack --silent --cache "$cache/npm/cache" "$spec" >/dev/null)
+    (cd "$cache/npm/.pack" && npm pack --silent --cache "$cache/npm/cache" "$spec" >/dev/null) ||
+      die "npm pack $spec failed: is the npm registry reachable?"
+    [ -s "$cache/npm/.pack/$name" ] || die "npm pack $spec made no $name"
     mv "$cache/npm/.pack/$name" "$cache/npm/$name"
   fi
   printf '%s/npm/%s' "$cache" "$name"
@@ -135,14 +155,14 @@ install_ccr() { # PREFIX
     --prefer-offline --no-audit --no-fund "$ccr_package"
 }
 if [ "$prepare" = 1 ]; then
-  flock 8
+  lock_npm
   step "npm: fetching $node_package, $vibe_kanban_package, $ccr_package"
   npm_tarball "$node_package" >/dev/null
   npm_tarball "$vibe_kanban_package" >/dev/null
   flock -u 8
   ccr_tmp=$(mktemp -d)
+  trap 'rm -rf "$ccr_tmp"' EXIT
   install_ccr "$ccr_tmp"
-  rm -rf "$ccr_tmp"
   step "prepared: the base layer and the npm packages are in $cache"
   exit 0
 fi
@@ -153,7 +173,7 @@ cargo build --quiet --release --manifest-path "$repo/Cargo.toml" -p webhook-disp
 cp "${CARGO_TARGET_DIR:-$repo/target}/release/webhook-dispatcher" "$stage/webhook-dispatcher"
 
 step "npm: $node_package, $vibe_kanban_package, $ccr_package"
-flock 8
+lock_npm
 node_tarball=$(npm_tarball "$node_package")
 vk_tarball=$(npm_tarball "$vibe_kanban_package")
 flock -u 8
