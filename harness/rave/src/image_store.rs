@@ -272,8 +272,10 @@ impl ImageStore {
     /// `on_step` with its spec. What the builds share (the base layer, the
     /// npm downloads, the dispatcher's compile) the recipe makes under a
     /// lock of its own, once; the rest (a profile's layers, its filesystem,
-    /// its disk) overlaps. Three debian images after the shared part: 100 s
-    /// one after another, less at once (BENCHMARKS.md, "From a bare machine").
+    /// its disk) overlaps. Three debian images on a cached base: 156 s one
+    /// after another, 111 s at once (means of two runs on one 2-CPU machine,
+    /// `images build` of each profile against `--profile all`; BENCHMARKS.md,
+    /// "From a bare machine").
     pub fn ensure_all(
         &self,
         specs: &[ImageSpec],
