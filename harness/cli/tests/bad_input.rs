@@ -158,7 +158,8 @@ fn cached_p0_kernel() -> Option<PathBuf> {
         .output()
         .ok()?;
     let dir = PathBuf::from(String::from_utf8(out.stdout).ok()?.trim());
-    Some(dir.join("vmlinuz")).filter(|k| k.is_file())
+    let image = rave_harness::Image::load(&dir).ok()?;
+    Some(image.kernel()).filter(|k| k.is_file())
 }
 
 #[test]

@@ -120,12 +120,13 @@ impl Machine {
             }
         })?;
         self.reach_stage("ssh");
-        // The first command, timed on the guest's own clock (see guest_uptime_at_first_command).
+        // The first command, timed on the guest's own clock (see
+        // guest_uptime_at_first_command), which also asks for the login shell.
         // A connection that failed its first command is not pooled: the pool opens another.
-        if let Ok(out) = session.exec_with_timeout("cat /proc/uptime", self.command_timeout) {
+        if let Ok(uptime) = session.first_look(self.command_timeout) {
             let mut first = lock(&self.first_command_uptime);
             if first.is_none() {
-                *first = out.stdout.split_whitespace().next().and_then(|s| s.parse().ok());
+                *first = uptime;
             }
             drop(first);
             self.ssh.add(session);
