@@ -34,6 +34,7 @@ pub const BUILD_TOOLS: &[(&str, &str)] = &[
     ("cargo", "rustup or cargo"),
     ("unzip", "unzip"),
     ("flock", "util-linux"),
+    ("xz", "xz-utils"),
 ];
 
 /// What KVM did when probed.

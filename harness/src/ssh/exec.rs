@@ -34,9 +34,8 @@ fn says_bash(out: &str) -> bool {
 fn read_first_look(out: &str) -> (bool, Option<f64>) {
     let uptime = out
         .lines()
-        .find(|l| !l.starts_with(SHELL_MARK))
-        .and_then(|l| l.split_whitespace().next())
-        .and_then(|s| s.parse().ok());
+        .filter(|l| !l.starts_with(SHELL_MARK))
+        .find_map(|l| l.split_whitespace().next().and_then(|s| s.parse().ok()));
     (says_bash(out), uptime)
 }
 
@@ -218,7 +217,8 @@ impl SshSession {
     /// on a system without it) and whether the login shell is bash, which the
     /// connection then knows (see [`Self::login_shell_is_bash`]). One command
     /// instead of two: on a guest still starting its services under TCG each
-    /// costs about 1 s. Errs, saying why, when the command failed.
+    /// costs about 1 s. Errs, saying why, when the command failed (a login
+    /// shell that cannot parse it, such as fish, included).
     pub fn first_look(&self, within: Duration) -> Result<Option<f64>, String> {
         let line = format!("{SHELL_PROBE}; if [ -r /proc/uptime ]; then cat /proc/uptime; fi");
         let out = self.run_plain(&line, within.min(self.timeout))?;
@@ -374,6 +374,8 @@ mod tests {
         assert_eq!(read_first_look("rave-shell:\n3.50 6.00\n"), (false, Some(3.5)));
         assert_eq!(read_first_look("rave-shell:5.2.15(1)-release\n"), (true, None));
         assert_eq!(read_first_look(""), (false, None));
+        // A login shell that prints something of its own first.
+        assert_eq!(read_first_look("welcome\nrave-shell:\n3.50 6.00\n"), (false, Some(3.5)));
     }
 
     #[test]
