@@ -177,10 +177,48 @@ pub fn bytes(size: &str) -> Option<u64> {
 
 /// The `data` of a Prometheus API answer, fetched inside the guest.
 pub fn prometheus_api(machine: &Machine, path: &str) -> Result<Value, CheckError> {
-    let text = machine.succeed(&format!("curl -fsS {}", quote(&format!("http://127.0.0.1:9090{path}"))))?;
-    let value: Value = serde_json::from_str(&text)
-        .map_err(|e| CheckError::failed(format!("Prometheus {path} is not JSON ({e}): {text}")))?;
-    Ok(value["data"].clone())
+    Ok(prometheus_apis(machine, &[path])?.remove(0))
+}
+
+/// What separates two answers of [`prometheus_apis`] (never in Prometheus' JSON).
+const ANSWER_END: &str = "\n<rave-answer-end>\n";
+
+/// The `data` of several Prometheus API answers, in the order of `paths`,
+/// fetched one after another by one guest command: each command costs the
+/// guest a shell of its own, about as much as the curl (BENCHMARKS.md, "Where
+/// the guest's CPU goes"). A failed fetch fails the command.
+pub fn prometheus_apis(machine: &Machine, paths: &[&str]) -> Result<Vec<Value>, CheckError> {
+    let fetches: Vec<String> = paths
+        .iter()
+        .map(|path| {
+            format!(
+                "curl -fsS {}; printf {}",
+                quote(&format!("http://127.0.0.1:9090{path}")),
+                quote(&ANSWER_END.replace('\n', "\\n"))
+            )
+        })
+        .collect();
+    read_answers(paths, &machine.succeed(&fetches.join("; "))?)
+}
+
+/// Each answer's `data`, from what [`prometheus_apis`]'s command printed.
+fn read_answers(paths: &[&str], text: &str) -> Result<Vec<Value>, CheckError> {
+    let answers: Vec<&str> = text.split_terminator(ANSWER_END).collect();
+    if answers.len() != paths.len() || !text.ends_with(ANSWER_END) {
+        return Err(CheckError::harness(format!(
+            "expected {} Prometheus answers, each ended by {ANSWER_END:?}, got: {text}",
+            paths.len()
+        )));
+    }
+    paths
+        .iter()
+        .zip(answers)
+        .map(|(path, text)| {
+            let value: Value = serde_json::from_str(text)
+                .map_err(|e| CheckError::failed(format!("Prometheus {path} is not JSON ({e}): {text}")))?;
+            Ok(value["data"].clone())
+        })
+        .collect()
 }
 
 /// Waits (bounded) until Prometheus's value of `query` compares to `value`
@@ -196,7 +234,9 @@ pub fn prometheus_sees(machine: &Machine, query: &str, op: &str, value: f64) -> 
         .wait_until(
             &format!("Prometheus to hold {condition}"),
             SCRAPE_WAIT,
-            Duration::from_millis(500),
+            // Scrapes come every 15 or 30 s: a look a second is soon enough,
+            // and each look costs the guest a command (was every 0.5 s).
+            Duration::from_secs(1),
             || match machine.execute(&command) {
                 Ok(out) if out.status == 0 => match serde_json::from_str::<Value>(&out.stdout) {
                     Ok(answer) if answer["data"]["result"].as_array().is_some_and(|r| !r.is_empty()) => Poll::Ready(()),
@@ -277,6 +317,19 @@ pub fn stop_unit(machine: &Machine, component: &str) -> Result<(), MachineError>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn answers_are_read_in_order_and_a_missing_one_is_no_answer() {
+        let paths = ["/a", "/b"];
+        let both = "{\"data\":1}\n<rave-answer-end>\n{\"data\":[2]}\n<rave-answer-end>\n";
+        let read = read_answers(&paths, both).unwrap();
+        assert_eq!(read, vec![Value::from(1), Value::from(vec![2])]);
+        // The command printed one answer and its end only: no guess at the second.
+        assert!(read_answers(&paths, "{\"data\":1}\n<rave-answer-end>\n").is_err());
+        // An answer cut short (no end after it) is no answer either.
+        assert!(read_answers(&paths[..1], "{\"data\":1}").is_err());
+        assert!(read_answers(&paths[..1], "not json\n<rave-answer-end>\n").is_err());
+    }
 
     #[test]
     fn sizes_are_systemds() {

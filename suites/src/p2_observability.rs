@@ -12,7 +12,7 @@ use serde_json::Value;
 use crate::case::{Case, Fault, OBSERVED};
 use crate::checks::{
     backends_ready, bytes, edit_nginx_conf, fresh_delivery_key, override_unit, post_push, prometheus_api,
-    prometheus_sees, rave_image, stop_unit, unit_of, webhook_secret, SCRAPE_WAIT,
+    prometheus_apis, prometheus_sees, rave_image, stop_unit, unit_of, webhook_secret, SCRAPE_WAIT,
 };
 use crate::dashboards::dashboard_queries;
 use crate::systemd_services::service_is_healthy;
@@ -335,8 +335,12 @@ impl std::fmt::Display for TargetHealth {
 /// Each of [`JOBS`] with the health of its targets in scrapes newer than `since` (guest epoch seconds).
 fn target_health(machine: &Machine, since: f64) -> Result<Vec<(&'static str, TargetHealth)>, CheckError> {
     // Timestamps first: the targets read after them are never older than a scrape judged fresh.
-    let scraped = prometheus_api(machine, "/api/v1/query?query=timestamp(up)")?;
-    let targets = prometheus_api(machine, "/api/v1/targets?state=active")?;
+    let mut answers = prometheus_apis(
+        machine,
+        &["/api/v1/query?query=timestamp(up)", "/api/v1/targets?state=active"],
+    )?;
+    let targets = answers.pop().unwrap_or_default();
+    let scraped = answers.pop().unwrap_or_default();
     let scraped_at = |job: &Value, instance: &Value| -> Option<f64> {
         scraped["result"].as_array()?.iter().find_map(|r| {
             (r["metric"]["job"] == *job && r["metric"]["instance"] == *instance)
