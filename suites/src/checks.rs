@@ -184,10 +184,31 @@ pub fn prometheus_api(machine: &Machine, path: &str) -> Result<Value, CheckError
 const ANSWER_END: &str = "\n<rave-answer-end>\n";
 
 /// The `data` of several Prometheus API answers, in the order of `paths`,
-/// fetched one after another by one guest command: each command costs the
-/// guest a shell of its own, about as much as the curl (BENCHMARKS.md, "Where
-/// the guest's CPU goes"). A failed fetch fails the command.
+/// fetched one after another by one guest command, so a wait's look starts
+/// one remote shell instead of one per path (BENCHMARKS.md, "Where the
+/// guest's CPU goes"). A failed fetch fails the command; the error names its path.
 pub fn prometheus_apis(machine: &Machine, paths: &[&str]) -> Result<Vec<Value>, CheckError> {
+    let text = machine.succeed(&fetch_command(paths)).map_err(|e| {
+        // The answers ended before it tell which fetch failed (the error's
+        // command is cut short, and curl's message names no path).
+        let failed = match &e {
+            MachineError::CommandFailed { stdout, .. } => paths.get(stdout.matches(ANSWER_END).count()).copied(),
+            _ => None,
+        };
+        let e = CheckError::from(e);
+        match failed {
+            Some(path) => CheckError {
+                message: format!("reading Prometheus {path}: {}", e.message),
+                ..e
+            },
+            None => e,
+        }
+    })?;
+    read_answers(paths, &text)
+}
+
+/// [`prometheus_apis`]'s command: each path's curl, then the end mark.
+fn fetch_command(paths: &[&str]) -> String {
     let fetches: Vec<String> = paths
         .iter()
         .map(|path| {
@@ -198,7 +219,7 @@ pub fn prometheus_apis(machine: &Machine, paths: &[&str]) -> Result<Vec<Value>, 
             )
         })
         .collect();
-    read_answers(paths, &machine.succeed(&fetches.join("; "))?)
+    fetches.join("; ")
 }
 
 /// Each answer's `data`, from what [`prometheus_apis`]'s command printed.
@@ -317,6 +338,17 @@ pub fn stop_unit(machine: &Machine, component: &str) -> Result<(), MachineError>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_fetch_command_ends_each_answer_with_the_mark() {
+        assert_eq!(
+            fetch_command(&["/a?q=x", "/b"]),
+            r#"curl -fsS 'http://127.0.0.1:9090/a?q=x'; printf "\\n<rave-answer-end>\\n"; curl -fsS http://127.0.0.1:9090/b; printf "\\n<rave-answer-end>\\n""#
+        );
+        // In double quotes, bash hands printf `\n`, which it prints as a newline;
+        // printf's format: no conversion in the mark.
+        assert!(!ANSWER_END.contains('%'));
+    }
 
     #[test]
     fn answers_are_read_in_order_and_a_missing_one_is_no_answer() {

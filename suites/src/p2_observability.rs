@@ -335,12 +335,13 @@ impl std::fmt::Display for TargetHealth {
 /// Each of [`JOBS`] with the health of its targets in scrapes newer than `since` (guest epoch seconds).
 fn target_health(machine: &Machine, since: f64) -> Result<Vec<(&'static str, TargetHealth)>, CheckError> {
     // Timestamps first: the targets read after them are never older than a scrape judged fresh.
-    let mut answers = prometheus_apis(
+    let answers = prometheus_apis(
         machine,
         &["/api/v1/query?query=timestamp(up)", "/api/v1/targets?state=active"],
     )?;
-    let targets = answers.pop().unwrap_or_default();
-    let scraped = answers.pop().unwrap_or_default();
+    let [scraped, targets]: [Value; 2] = answers
+        .try_into()
+        .map_err(|_| CheckError::harness("Prometheus' two answers (timestamps, targets) did not both come"))?;
     let scraped_at = |job: &Value, instance: &Value| -> Option<f64> {
         scraped["result"].as_array()?.iter().find_map(|r| {
             (r["metric"]["job"] == *job && r["metric"]["instance"] == *instance)
