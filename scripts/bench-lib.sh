@@ -31,12 +31,16 @@ down() {
   wait "$pid" || echo "note: boot --keep exited $? after SIGTERM"
   pid=
 }
-# Runs a command in the booted guest over SSH (after pin).
-guest() {
+# ssh to the booted guest (after pin), its key and pinned host key given:
+# "$@" is the rest of ssh's arguments, its options before the destination.
+guest_ssh() {
   ssh -F /dev/null -i "$(field "$work/guest.json" ssh_key)" -p "$(field "$work/guest.json" ssh_port)" \
-    -o BatchMode=yes -o StrictHostKeyChecking=yes -o UserKnownHostsFile="$work/known_hosts" \
-    "$(field "$work/guest.json" ssh_user)@127.0.0.1" "$@"
+    -o BatchMode=yes -o StrictHostKeyChecking=yes -o UserKnownHostsFile="$work/known_hosts" "$@"
 }
+# The booted guest's SSH destination.
+guest_at() { echo "$(field "$work/guest.json" ssh_user)@127.0.0.1"; }
+# Runs a command in the booted guest over SSH (after pin).
+guest() { guest_ssh "$(guest_at)" "$@"; }
 # Pins the booted guest's host key for guest().
 pin() { printf '[127.0.0.1]:%s %s\n' "$(field "$work/guest.json" ssh_port)" "$(field "$work/guest.json" ssh_host_key)" >"$work/known_hosts"; }
 

@@ -122,15 +122,8 @@ impl Machine {
         self.reach_stage("ssh");
         // The first command, timed on the guest's own clock (see
         // guest_uptime_at_first_command), which also asks for the login shell.
-        // A login shell that cannot parse it (fish) gets the uptime through
-        // bash, as any command. A connection that failed its first command is
-        // not pooled: the pool opens another.
-        let uptime = session.first_look(self.command_timeout).or_else(|_| {
-            session
-                .exec_with_timeout("cat /proc/uptime", self.command_timeout)
-                .map(|out| out.stdout.split_whitespace().next().and_then(|s| s.parse().ok()))
-        });
-        if let Ok(uptime) = uptime {
+        // A connection that failed its first command is not pooled: the pool opens another.
+        if let Ok(uptime) = session.first_look(self.command_timeout) {
             let mut first = lock(&self.first_command_uptime);
             if first.is_none() {
                 *first = uptime;

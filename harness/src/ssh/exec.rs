@@ -35,8 +35,31 @@ fn read_first_look(out: &str) -> (bool, Option<f64>) {
     let uptime = out
         .lines()
         .filter(|l| !l.starts_with(SHELL_MARK))
-        .find_map(|l| l.split_whitespace().next().and_then(|s| s.parse().ok()));
+        .find_map(first_figure);
     (says_bash(out), uptime)
+}
+
+/// The first whitespace-separated figure of `line` (`/proc/uptime`'s uptime).
+fn first_figure(line: &str) -> Option<f64> {
+    line.split_whitespace().next()?.parse().ok()
+}
+
+/// How a [`SshSession::run_plain`] command went wrong.
+#[derive(Debug)]
+enum PlainError {
+    /// It ran and exited with this status (not 0).
+    Exited(i32),
+    /// The channel failed: the connection cannot be trusted.
+    Broken(String),
+}
+
+impl std::fmt::Display for PlainError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PlainError::Exited(status) => write!(f, "exited {status}"),
+            PlainError::Broken(why) => f.write_str(why),
+        }
+    }
 }
 
 /// Characters of each stream quoted in an error message (the end of it).
@@ -141,7 +164,7 @@ impl SshSession {
                     Ok(_) => {
                         format!("SIGKILL sent in the guest to process {pid}, its process group and its descendants")
                     }
-                    Err(e) => format!("it could not be ended in the guest ({e})"),
+                    Err(e) => format!("it could not be ended in the guest (its kill: {e})"),
                 },
                 None => "it had not started in the guest (no process id reported)".into(),
             };
@@ -217,32 +240,47 @@ impl SshSession {
     /// on a system without it) and whether the login shell is bash, which the
     /// connection then knows (see [`Self::login_shell_is_bash`]). One command
     /// instead of two: on a guest still starting its services under TCG each
-    /// costs about 1 s. Errs, saying why, when the command failed (a login
-    /// shell that cannot parse it, such as fish, included).
+    /// costs about 1 s. A login shell that cannot parse the line (fish) is
+    /// not bash, and the uptime is read through bash as any command. Errs,
+    /// saying why, when the connection failed.
     pub fn first_look(&self, within: Duration) -> Result<Option<f64>, String> {
         let line = format!("{SHELL_PROBE}; if [ -r /proc/uptime ]; then cat /proc/uptime; fi");
-        let out = self.run_plain(&line, within.min(self.timeout))?;
-        let (bash, uptime) = read_first_look(&out);
-        let _ = self.login_bash.set(bash);
-        Ok(uptime)
+        match self.run_plain(&line, within.min(self.timeout)) {
+            Ok(out) => {
+                let (bash, uptime) = read_first_look(&out);
+                let _ = self.login_bash.set(bash);
+                Ok(uptime)
+            }
+            Err(PlainError::Exited(_)) => {
+                let _ = self.login_bash.set(false);
+                let out = self
+                    .exec_with_timeout("cat /proc/uptime", within)
+                    .map_err(|e| e.to_string())?;
+                Ok(first_figure(&out.stdout))
+            }
+            Err(PlainError::Broken(why)) => Err(why),
+        }
     }
 
     /// Runs `line` as the login shell gets it, blocking, each read bounded by
     /// `within`: for the harness's own short commands (the shell probe, the
     /// kill at a deadline). Its stdout when it exits 0.
-    fn run_plain(&self, line: &str, within: Duration) -> Result<String, String> {
+    fn run_plain(&self, line: &str, within: Duration) -> Result<String, PlainError> {
         let blocking = self.session.is_blocking();
         self.session.set_blocking(true);
         self.session.set_timeout(millis(within));
+        let broken = |e: ssh2::Error| PlainError::Broken(e.to_string());
         let result = (|| {
-            let mut channel = self.session.channel_session().map_err(|e| e.to_string())?;
-            channel.exec(line).map_err(|e| e.to_string())?;
+            let mut channel = self.session.channel_session().map_err(broken)?;
+            channel.exec(line).map_err(broken)?;
             let mut out = String::new();
-            channel.read_to_string(&mut out).map_err(|e| e.to_string())?;
-            channel.wait_close().map_err(|e| e.to_string())?;
-            match channel.exit_status().map_err(|e| e.to_string())? {
+            channel
+                .read_to_string(&mut out)
+                .map_err(|e| PlainError::Broken(e.to_string()))?;
+            channel.wait_close().map_err(broken)?;
+            match channel.exit_status().map_err(broken)? {
                 0 => Ok(out),
-                status => Err(format!("`{line}` exited {status}")),
+                status => Err(PlainError::Exited(status)),
             }
         })();
         self.session.set_blocking(blocking);
